@@ -1,0 +1,154 @@
+//! The interface between the trainer and a device.
+//!
+//! The trainer (`train.rs`) is written once. A device implements two traits:
+//! - [`BatchOps`]: the ops one batch is made of. [`forward_backward`] and [`forward`] below call
+//!   them in textbook order. The CPU runs each op at once; the GPU records it as a dispatch.
+//! - [`Backend`]: a run's life: upload once, then per epoch a permutation, the batches, the
+//!   evaluations, and one read of the metrics.
+//!
+//! Tensors of a batch, for a network of `L` layers (row-major, one example per row):
+//! - `A_0 = X`, the batch's images scaled to [0,1]            (rows × widths[0])
+//! - `A_l = f(Z_l)`, `Z_l = A_{l-1}·W_l + b_l`, for l < L     (rows × widths[l])
+//! - `Z_L`, the logits; the output non-linearity lives in the loss op
+//! - `dZ_l = ∂loss/∂Z_l`, and the gradients `dW_l`, `db_l` in the flat gradient buffer.
+
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::network::NetworkSpec;
+use serde::Serialize;
+
+/// The ops of one batch. `layer` counts from 0 (the layer fed by the input).
+pub trait BatchOps {
+    /// `X ← images[permutation[start..start+rows]] / 255`, and the matching labels.
+    fn gather_batch(&mut self);
+    /// `A_l = f(A_{l-1}·W_l + b_l)`; for the last layer, the logits `Z_L = A_{L-1}·W_L + b_L`.
+    fn dense_forward(&mut self, layer: usize);
+    /// From the logits: the output non-linearity, the batch's summed loss and correct count
+    /// (kept per batch) and, when `with_grad`, `dZ_L = ∂(mean loss)/∂Z_L`.
+    fn output_loss(&mut self, with_grad: bool);
+    /// `dW_l = A_{l-1}ᵀ·dZ_l` and `db_l = Σ_rows dZ_l`.
+    fn dense_backward_weights(&mut self, layer: usize);
+    /// `dZ_{l-1} = (dZ_l·W_lᵀ) ⊙ f'(A_{l-1})`, for `layer ≥ 1`.
+    fn dense_backward_input(&mut self, layer: usize);
+}
+
+/// Forward and backward pass of one batch: leaves `∂(mean loss)/∂θ` in the gradient buffer.
+/// (The update, `θ ← θ - lr·(∂θ + λ·W)`, is the backend's `train_batch`, after this.)
+pub fn forward_backward(ops: &mut impl BatchOps, layers: usize) {
+    ops.gather_batch();
+    for layer in 0..layers {
+        ops.dense_forward(layer);
+    }
+    ops.output_loss(true);
+    for layer in (0..layers).rev() {
+        ops.dense_backward_weights(layer);
+        if layer > 0 {
+            ops.dense_backward_input(layer);
+        }
+    }
+}
+
+/// Forward pass only, for evaluation: loss and correct count, no gradients.
+pub fn forward(ops: &mut impl BatchOps, layers: usize) {
+    ops.gather_batch();
+    for layer in 0..layers {
+        ops.dense_forward(layer);
+    }
+    ops.output_loss(false);
+}
+
+/// What one run trains on: the network, the data, and the batching.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload<'a> {
+    pub spec: &'a NetworkSpec,
+    pub train: &'a Dataset,
+    pub validation: Option<&'a Dataset>,
+    pub test: Option<&'a Dataset>,
+    pub batch_size: usize,
+    /// L2 weight decay λ: the update adds λ·W to the weights' gradient (never to biases).
+    pub l2: f32,
+}
+
+impl Workload<'_> {
+    /// Training batches per epoch; the last one is smaller when the batch size does not divide.
+    pub fn batches(&self) -> usize {
+        self.train.len().div_ceil(self.batch_size)
+    }
+
+    /// Rows per evaluation chunk: at least 1000 so that evaluation runs on large matmuls.
+    pub fn eval_rows(&self) -> usize {
+        let largest = [self.validation, self.test].iter().flatten().map(|d| d.len()).max();
+        self.batch_size.max(1000).min(largest.unwrap_or(0)).max(1)
+    }
+
+    /// Rows of the largest batch either pass runs: what the activation buffers are sized for.
+    pub fn max_rows(&self) -> usize {
+        self.batch_size.max(self.eval_rows())
+    }
+}
+
+/// The held-out sets a backend can evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Validation,
+    Test,
+}
+
+/// Loss and accuracy of one evaluated split.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SplitMetrics {
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub examples: u64,
+}
+
+impl SplitMetrics {
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.examples as f64
+    }
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.examples as f64
+    }
+}
+
+/// How much work a GPU epoch took to drive: the figures that show it ran without stalls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GpuCounters {
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Command buffers submitted to the queue.
+    pub submits: u64,
+    /// Buffers mapped for reading back to the host.
+    pub readbacks: u64,
+}
+
+/// What one epoch measured, read from the device once at its end.
+#[derive(Clone, Debug, Default)]
+pub struct EpochMetrics {
+    /// Per training batch: the sum of its examples' losses (non-finite once training diverged).
+    pub batch_loss: Vec<f32>,
+    /// Per training batch: how many of its examples were classified right.
+    pub batch_correct: Vec<u32>,
+    pub validation: Option<SplitMetrics>,
+    pub test: Option<SplitMetrics>,
+    /// GPU only.
+    pub counters: Option<GpuCounters>,
+}
+
+/// A device that trains: the CPU reference or the GPU.
+pub trait Backend {
+    /// "cpu" or "gpu".
+    fn device(&self) -> &'static str;
+    /// What runs the ops: the GPU adapter's name, or the CPU and its threads.
+    fn adapter(&self) -> String;
+    /// Starts an epoch: the order of the training examples, and the learning rate.
+    fn begin_epoch(&mut self, permutation: &[u32], lr: f32) -> Result<()>;
+    /// One SGD step on training batch `batch` (examples `permutation[batch·size ..]`).
+    fn train_batch(&mut self, batch: usize) -> Result<()>;
+    /// Evaluates a held-out split with the current parameters.
+    fn evaluate(&mut self, split: Split) -> Result<()>;
+    /// Ends the epoch: waits for the device and reads the epoch's metrics (the one readback).
+    fn end_epoch(&mut self) -> Result<EpochMetrics>;
+    /// The current parameters, in the flat layout of [`crate::network::ParamLayout`].
+    fn parameters(&mut self) -> Result<Vec<f32>>;
+}

@@ -1,0 +1,356 @@
+//! The CPU backend: the reference every GPU result is checked against, and a fast trainer in its
+//! own right.
+//!
+//! Parallelism is by data: a batch's rows are cut into contiguous shards, one per thread. Each
+//! shard runs the whole forward and backward pass on its rows ([`crate::backend::forward_backward`])
+//! into its own partial gradient; the update then sums the shards' gradients in a fixed order.
+//! So results depend on the seed and the thread count only, never on timing. Every buffer is
+//! allocated up front: a training step allocates nothing.
+
+pub mod ops;
+
+use crate::backend::{self, Backend, BatchOps, EpochMetrics, Split, SplitMetrics, Workload};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::network::{NetworkSpec, ParamLayout};
+use rayon::prelude::*;
+
+/// Fewer rows than this per shard and the threads cost more than they save.
+const MIN_ROWS_PER_SHARD: usize = 16;
+/// Parameters updated per parallel task.
+const UPDATE_CHUNK: usize = 1 << 14;
+
+/// One thread's share of a batch: its activations, deltas and partial gradient.
+struct Shard {
+    /// `acts[0] = X`, `acts[l+1] = A_l` (the last one holds the logits), `capacity × width` each.
+    acts: Vec<Vec<f32>>,
+    /// `deltas[l+1] = dZ_l`; `deltas[0]` stays empty (nothing flows back into the data).
+    deltas: Vec<Vec<f32>>,
+    labels: Vec<u8>,
+    grads: Vec<f32>,
+    loss_sum: f32,
+    correct: u32,
+}
+
+impl Shard {
+    fn new(widths: &[usize], capacity: usize, params: usize) -> Shard {
+        Shard {
+            acts: widths.iter().map(|w| vec![0.0; capacity * w]).collect(),
+            deltas: widths
+                .iter()
+                .enumerate()
+                .map(|(l, w)| vec![0.0; if l == 0 { 0 } else { capacity * w }])
+                .collect(),
+            labels: vec![0; capacity],
+            grads: vec![0.0; params],
+            loss_sum: 0.0,
+            correct: 0,
+        }
+    }
+}
+
+/// The ops of [`BatchOps`] on one shard's rows.
+struct ShardOps<'s> {
+    spec: &'s NetworkSpec,
+    layout: &'s ParamLayout,
+    params: &'s [f32],
+    data: &'s Dataset,
+    /// The shard's examples: indices into `data`.
+    index: &'s [u32],
+    /// 1 / rows of the whole batch: the shard's part of the mean loss's gradient.
+    scale: f32,
+    shard: &'s mut Shard,
+}
+
+impl ShardOps<'_> {
+    fn rows(&self) -> usize {
+        self.index.len()
+    }
+}
+
+impl BatchOps for ShardOps<'_> {
+    fn gather_batch(&mut self) {
+        let (rows, features) = (self.rows(), self.data.features);
+        let x = &mut self.shard.acts[0][..rows * features];
+        ops::gather_batch(
+            x,
+            &mut self.shard.labels[..rows],
+            &self.data.images,
+            &self.data.labels,
+            self.index,
+        );
+    }
+
+    fn dense_forward(&mut self, layer: usize) {
+        let rows = self.rows();
+        let shape = self.layout.layers[layer];
+        let (inputs, outputs) = self.shard.acts.split_at_mut(layer + 1);
+        let inp = &inputs[layer][..rows * shape.inputs];
+        let out = &mut outputs[0][..rows * shape.outputs];
+        ops::matmul_forward(out, inp, shape.weights(self.params), shape.bias(self.params), rows);
+        if layer + 1 < self.layout.layers.len() {
+            ops::activation_forward(self.spec.activation, out);
+        }
+    }
+
+    fn output_loss(&mut self, with_grad: bool) {
+        let rows = self.rows();
+        let last = self.layout.layers.len();
+        let classes = self.spec.widths[last];
+        let shard = &mut *self.shard;
+        let logits = shard.acts[last][..rows * classes].chunks_exact(classes);
+        let mut grads = shard.deltas[last][..rows * classes].chunks_exact_mut(classes);
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        for (z, &label) in logits.zip(&shard.labels[..rows]) {
+            let grad = if with_grad { grads.next() } else { None };
+            let (loss, predicted) =
+                ops::output_loss(self.spec.output, self.spec.loss, z, label as usize, self.scale, grad);
+            loss_sum += loss;
+            correct += (predicted == label as usize) as u32;
+        }
+        shard.loss_sum = loss_sum;
+        shard.correct = correct;
+    }
+
+    fn dense_backward_weights(&mut self, layer: usize) {
+        let rows = self.rows();
+        let shape = self.layout.layers[layer];
+        let (weights, biases) = self.shard.grads.split_at_mut(self.layout.weight_count);
+        let dweight = &mut weights[shape.weight_offset..shape.weight_offset + shape.weight_len()];
+        let dbias = &mut biases[shape.bias_offset - self.layout.weight_count..][..shape.outputs];
+        let dout = &self.shard.deltas[layer + 1][..rows * shape.outputs];
+        let inp = &self.shard.acts[layer][..rows * shape.inputs];
+        ops::matmul_backward_weights(dweight, dbias, dout, inp, rows);
+    }
+
+    fn dense_backward_input(&mut self, layer: usize) {
+        let rows = self.rows();
+        let shape = self.layout.layers[layer];
+        let (before, after) = self.shard.deltas.split_at_mut(layer + 1);
+        let dinp = &mut before[layer][..rows * shape.inputs];
+        let dout = &after[0][..rows * shape.outputs];
+        ops::matmul_backward_input(dinp, dout, shape.weights(self.params), rows, shape.outputs);
+        ops::activation_backward(
+            self.spec.activation,
+            dinp,
+            &self.shard.acts[layer][..rows * shape.inputs],
+        );
+    }
+}
+
+/// The CPU trainer: parameters and every workspace in host memory.
+pub struct CpuBackend<'a> {
+    work: Workload<'a>,
+    layout: ParamLayout,
+    params: Vec<f32>,
+    shards: Vec<Shard>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    permutation: Vec<u32>,
+    /// 0, 1, 2, …: the evaluation order.
+    identity: Vec<u32>,
+    lr: f32,
+    metrics: EpochMetrics,
+}
+
+impl<'a> CpuBackend<'a> {
+    /// A backend for `work`, starting from `params`, running on `threads` threads.
+    pub fn new(work: Workload<'a>, params: Vec<f32>, threads: usize) -> Result<CpuBackend<'a>> {
+        let layout = work.spec.layout();
+        assert_eq!(
+            params.len(),
+            layout.total,
+            "parameter buffer does not match the network"
+        );
+        let threads = threads.max(1);
+        let capacity = (1..=work.max_rows())
+            .map(|rows| rows.div_ceil(shard_count(rows, threads)))
+            .max()
+            .unwrap_or(1);
+        let shards = (0..threads)
+            .map(|_| Shard::new(&work.spec.widths, capacity, layout.total))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("gpu-mlp-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Threads {
+                threads,
+                message: e.to_string(),
+            })?;
+        let eval_len = [work.validation, work.test]
+            .iter()
+            .flatten()
+            .map(|d| d.len())
+            .max()
+            .unwrap_or(0);
+        Ok(CpuBackend {
+            work,
+            layout,
+            params,
+            shards,
+            pool,
+            threads,
+            permutation: Vec::with_capacity(work.train.len()),
+            identity: (0..eval_len as u32).collect(),
+            lr: 0.0,
+            metrics: EpochMetrics::default(),
+        })
+    }
+
+    /// Forward (and, when `train`, backward) of `index`'s examples of `data`, spread over shards.
+    /// Returns the summed loss and correct count.
+    fn run_batch(&mut self, data: &Dataset, index: &[u32], train: bool) -> (f32, u32) {
+        let rows = index.len();
+        let used = shard_count(rows, self.threads);
+        let per_shard = rows.div_ceil(used);
+        let (spec, layout, params) = (self.work.spec, &self.layout, &self.params[..]);
+        let scale = 1.0 / rows as f32;
+        let run = |(shard, index): (&mut Shard, &[u32])| {
+            let mut ops = ShardOps {
+                spec,
+                layout,
+                params,
+                data,
+                index,
+                scale,
+                shard,
+            };
+            if train {
+                backend::forward_backward(&mut ops, layout.layers.len());
+            } else {
+                backend::forward(&mut ops, layout.layers.len());
+            }
+        };
+        let shards = &mut self.shards[..used];
+        if used == 1 {
+            run((&mut shards[0], index));
+        } else {
+            self.pool
+                .install(|| shards.par_iter_mut().zip(index.par_chunks(per_shard)).for_each(run));
+        }
+        shards
+            .iter()
+            .fold((0.0, 0), |(loss, correct), s| (loss + s.loss_sum, correct + s.correct))
+    }
+
+    /// `θ ← θ - lr·(∂θ + λ·W)`, summing the shards' partial gradients.
+    fn update(&mut self, used: usize) {
+        let (lr, l2, weight_count) = (self.lr, self.work.l2, self.layout.weight_count);
+        let shards = &self.shards[..used];
+        let update_chunk = |(c, params): (usize, &mut [f32])| {
+            let start = c * UPDATE_CHUNK;
+            let mut grads = [&[][..]; 64];
+            for (g, shard) in grads.iter_mut().zip(shards) {
+                *g = &shard.grads[start..start + params.len()];
+            }
+            ops::sgd_update(params, &grads[..used], lr, l2, weight_count, start);
+        };
+        if self.params.len() <= UPDATE_CHUNK {
+            update_chunk((0, &mut self.params));
+        } else {
+            let params = &mut self.params;
+            self.pool
+                .install(|| params.par_chunks_mut(UPDATE_CHUNK).enumerate().for_each(update_chunk));
+        }
+    }
+
+    fn split(&self, split: Split) -> Option<&'a Dataset> {
+        match split {
+            Split::Validation => self.work.validation,
+            Split::Test => self.work.test,
+        }
+    }
+}
+
+/// How many shards a batch of `rows` is cut into.
+fn shard_count(rows: usize, threads: usize) -> usize {
+    rows.div_ceil(MIN_ROWS_PER_SHARD).clamp(1, threads.min(64))
+}
+
+impl Backend for CpuBackend<'_> {
+    fn device(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn adapter(&self) -> String {
+        format!(
+            "cpu ({} thread{})",
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        )
+    }
+
+    fn begin_epoch(&mut self, permutation: &[u32], lr: f32) -> Result<()> {
+        self.permutation.clear();
+        self.permutation.extend_from_slice(permutation);
+        self.lr = lr;
+        let batches = self.work.batches();
+        self.metrics = EpochMetrics {
+            batch_loss: Vec::with_capacity(batches),
+            batch_correct: Vec::with_capacity(batches),
+            ..EpochMetrics::default()
+        };
+        Ok(())
+    }
+
+    fn train_batch(&mut self, batch: usize) -> Result<()> {
+        let size = self.work.batch_size;
+        let start = batch * size;
+        let end = (start + size).min(self.permutation.len());
+        let index = std::mem::take(&mut self.permutation);
+        let (loss, correct) = self.run_batch(self.work.train, &index[start..end], true);
+        self.permutation = index;
+        self.update(shard_count(end - start, self.threads));
+        self.metrics.batch_loss.push(loss);
+        self.metrics.batch_correct.push(correct);
+        Ok(())
+    }
+
+    fn evaluate(&mut self, split: Split) -> Result<()> {
+        let Some(data) = self.split(split) else { return Ok(()) };
+        let identity = std::mem::take(&mut self.identity);
+        let mut result = SplitMetrics {
+            examples: data.len() as u64,
+            ..SplitMetrics::default()
+        };
+        for chunk in identity[..data.len()].chunks(self.work.eval_rows()) {
+            let (loss, correct) = self.run_batch(data, chunk, false);
+            result.loss_sum += loss as f64;
+            result.correct += correct as u64;
+        }
+        self.identity = identity;
+        match split {
+            Split::Validation => self.metrics.validation = Some(result),
+            Split::Test => self.metrics.test = Some(result),
+        }
+        Ok(())
+    }
+
+    fn end_epoch(&mut self) -> Result<EpochMetrics> {
+        Ok(std::mem::take(&mut self.metrics))
+    }
+
+    fn parameters(&mut self) -> Result<Vec<f32>> {
+        Ok(self.params.clone())
+    }
+}
+
+/// The mean loss of `index`'s examples of `data` under `params`, and its gradient: one
+/// single-threaded forward and backward pass. For gradient checks and parity tests.
+pub fn loss_and_gradient(spec: &NetworkSpec, params: &[f32], data: &Dataset, index: &[u32]) -> (f32, Vec<f32>) {
+    let layout = spec.layout();
+    let mut shard = Shard::new(&spec.widths, index.len(), layout.total);
+    let scale = 1.0 / index.len() as f32;
+    let mut ops = ShardOps {
+        spec,
+        layout: &layout,
+        params,
+        data,
+        index,
+        scale,
+        shard: &mut shard,
+    };
+    backend::forward_backward(&mut ops, layout.layers.len());
+    (shard.loss_sum / index.len() as f32, shard.grads)
+}

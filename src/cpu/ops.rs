@@ -1,0 +1,225 @@
+//! The CPU reference ops: the math of an MLP, one function per op, on plain slices.
+//!
+//! Row-major throughout; shapes are given at the top of each op. The three matmuls go through
+//! the `gemm` crate (a packed, SIMD GEMM); everything else is a plain loop you can read as the
+//! formula. Each op has a WGSL twin of the same name in `shaders/`, and tests that check both
+//! against naive loops.
+
+use crate::network::{Activation, Loss, Output};
+
+/// `c (m×n) = a (m×k) · b (k×n)`, each given as a slice plus its (row, column) strides, so that
+/// a transposed operand is the same slice with its strides swapped.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // The unsafe call reads a and b and writes c through these strides: check they stay inside.
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(c.len() >= m * n);
+    if k > 0 {
+        assert!(a.len() > last(m, k, a_rs, a_cs) && b.len() > last(k, n, b_rs, b_cs));
+    }
+    // SAFETY: every index the GEMM touches is inside the slices (checked above); c does not
+    // alias a or b (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `x[r, :] = images[index[r], :] / 255` — copies a batch's examples out of the u8 dataset.
+/// x: rows × features; `images`: examples × features; `index`: rows entries of the permutation.
+pub fn gather_batch(x: &mut [f32], labels: &mut [u8], images: &[u8], all_labels: &[u8], index: &[u32]) {
+    let features = x.len() / index.len().max(1);
+    for (r, &example) in index.iter().enumerate() {
+        let example = example as usize;
+        let pixels = &images[example * features..(example + 1) * features];
+        for (xi, &p) in x[r * features..(r + 1) * features].iter_mut().zip(pixels) {
+            *xi = p as f32 / 255.0;
+        }
+        labels[r] = all_labels[example];
+    }
+}
+
+/// `out = inp · weight + bias` (bias broadcast over rows).
+/// out: rows × n; inp: rows × k; weight: k × n; bias: n.
+pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], rows: usize) {
+    let n = bias.len();
+    let k = weight.len() / n;
+    sgemm((rows, n, k), out, inp, (k, 1), weight, (n, 1));
+    for row in out[..rows * n].chunks_exact_mut(n) {
+        for (o, b) in row.iter_mut().zip(bias) {
+            *o += b;
+        }
+    }
+}
+
+/// `a = f(z)`, in place: the hidden layers' non-linearity.
+pub fn activation_forward(activation: Activation, z: &mut [f32]) {
+    match activation {
+        Activation::Relu => z.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Sigmoid => z.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Activation::Tanh => z.iter_mut().for_each(|v| *v = v.tanh()),
+    }
+}
+
+/// `d = d ⊙ f'(z)`, in place, with `f'` written in terms of the activation's output `a = f(z)`
+/// (so the forward pass need not keep `z`): relu' = [a > 0], σ' = a(1-a), tanh' = 1 - a².
+pub fn activation_backward(activation: Activation, d: &mut [f32], a: &[f32]) {
+    let d_and_a = d.iter_mut().zip(a);
+    match activation {
+        Activation::Relu => d_and_a.for_each(|(d, &a)| *d = if a > 0.0 { *d } else { 0.0 }),
+        Activation::Sigmoid => d_and_a.for_each(|(d, &a)| *d *= a * (1.0 - a)),
+        Activation::Tanh => d_and_a.for_each(|(d, &a)| *d *= 1.0 - a * a),
+    }
+}
+
+/// `dweight = inpᵀ · dout`, `dbias = Σ_rows dout`.
+/// dweight: k × n; dbias: n; dout: rows × n; inp: rows × k.
+pub fn matmul_backward_weights(dweight: &mut [f32], dbias: &mut [f32], dout: &[f32], inp: &[f32], rows: usize) {
+    let n = dbias.len();
+    let k = dweight.len() / n;
+    sgemm((k, n, rows), dweight, inp, (1, k), dout, (n, 1));
+    dbias.fill(0.0);
+    for row in dout[..rows * n].chunks_exact(n) {
+        for (db, d) in dbias.iter_mut().zip(row) {
+            *db += d;
+        }
+    }
+}
+
+/// `dinp = dout · weightᵀ`.
+/// dinp: rows × k; dout: rows × n; weight: k × n.
+pub fn matmul_backward_input(dinp: &mut [f32], dout: &[f32], weight: &[f32], rows: usize, n: usize) {
+    let k = weight.len() / n;
+    sgemm((rows, k, n), dinp, dout, (n, 1), weight, (1, n));
+}
+
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// log(1 + e^z), without overflow for large |z|.
+fn softplus(z: f32) -> f32 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+/// The loss of one example and, into `grad`, `scale · ∂loss/∂z` (scale = 1/batch rows, so the
+/// batch's gradient is that of its mean loss). Returns (loss, predicted class = argmax z).
+/// z, grad: classes; `label` < classes.
+pub fn output_loss(
+    output: Output,
+    loss: Loss,
+    z: &[f32],
+    label: usize,
+    scale: f32,
+    mut grad: Option<&mut [f32]>,
+) -> (f32, usize) {
+    let target = |k: usize| if k == label { 1.0 } else { 0.0 };
+    let predicted = argmax(z);
+    let mut value = 0.0;
+    match output {
+        Output::Softmax => {
+            // Subtracting the max keeps e^z finite; it cancels in p = e^z / Σe^z.
+            let max = z[predicted];
+            let sum: f32 = z.iter().map(|&v| (v - max).exp()).sum();
+            let p = |k: usize| (z[k] - max).exp() / sum;
+            match loss {
+                // -log p_label = log Σe^z - z_label; ∂/∂z_k = p_k - y_k.
+                Loss::Ce => {
+                    value = sum.ln() + max - z[label];
+                    if let Some(grad) = grad {
+                        grad.iter_mut()
+                            .enumerate()
+                            .for_each(|(k, g)| *g = scale * (p(k) - target(k)));
+                    }
+                }
+                // Σ(p - y)²; ∂/∂z_k = p_k (g_k - Σ_j p_j g_j) with g = 2(p - y) (softmax Jacobian).
+                Loss::Mse => {
+                    let g = |k: usize| 2.0 * (p(k) - target(k));
+                    value = (0..z.len()).map(|k| (p(k) - target(k)).powi(2)).sum();
+                    let dot: f32 = (0..z.len()).map(|k| p(k) * g(k)).sum();
+                    if let Some(grad) = grad {
+                        grad.iter_mut()
+                            .enumerate()
+                            .for_each(|(k, gk)| *gk = scale * p(k) * (g(k) - dot));
+                    }
+                }
+            }
+        }
+        Output::Sigmoid => {
+            for k in 0..z.len() {
+                let (p, y) = (sigmoid(z[k]), target(k));
+                let dz = match loss {
+                    // -[y log p + (1-y) log(1-p)] = softplus(z) - y·z; ∂/∂z = p - y.
+                    Loss::Ce => {
+                        value += softplus(z[k]) - y * z[k];
+                        p - y
+                    }
+                    // (p - y)²; ∂/∂z = 2(p - y)·p(1 - p).
+                    Loss::Mse => {
+                        value += (p - y) * (p - y);
+                        2.0 * (p - y) * p * (1.0 - p)
+                    }
+                };
+                if let Some(grad) = grad.as_deref_mut() {
+                    grad[k] = scale * dz;
+                }
+            }
+        }
+    }
+    (value, predicted)
+}
+
+/// Index of the largest value; the first one on ties (the GPU breaks ties the same way).
+pub fn argmax(z: &[f32]) -> usize {
+    let mut best = 0;
+    for (k, &v) in z.iter().enumerate() {
+        if v > z[best] {
+            best = k;
+        }
+    }
+    best
+}
+
+/// `θ ← θ - lr·(Σ_s grads_s + λ·θ)` for weights (`i < weight_count`), `θ ← θ - lr·Σ_s grads_s`
+/// for biases. `grads` are the partial gradients of the batch's shards, summed in order.
+pub fn sgd_update(params: &mut [f32], grads: &[&[f32]], lr: f32, l2: f32, weight_count: usize, first_index: usize) {
+    for (i, p) in params.iter_mut().enumerate() {
+        let mut g = 0.0;
+        for shard in grads {
+            g += shard[i];
+        }
+        if first_index + i < weight_count {
+            g += l2 * *p;
+        }
+        *p -= lr * g;
+    }
+}

@@ -1,0 +1,16 @@
+//! gpu-mlp: multilayer perceptrons trained on MNIST, on the GPU through wgpu and WGSL compute
+//! shaders, with a CPU implementation of the same network as the reference that proves them.
+//!
+//! The data flows one way: IDX file → [`data::Dataset`] (u8) → batch (f32 in [0,1]) → ops →
+//! metrics. [`train::train`] is the training loop, written once over the [`backend::Backend`]
+//! and [`backend::BatchOps`] traits that each device implements.
+
+pub mod backend;
+pub mod cli;
+pub mod cpu;
+pub mod data;
+pub mod error;
+pub mod init;
+pub mod network;
+pub mod report;
+pub mod train;

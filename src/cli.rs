@@ -2,9 +2,12 @@
 //! Turns flags into a checked run, runs it, prints the epochs.
 
 use crate::backend::{Backend, Workload};
+use crate::bench;
 use crate::cpu::CpuBackend;
 use crate::data::{self, Dataset};
-use crate::error::{ConfigError, Result};
+use crate::error::{ConfigError, GpuError, Result};
+use crate::gpu::context::{self, AdapterKind, GpuContext};
+use crate::gpu::GpuBackend;
 use crate::init;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
 use crate::report;
@@ -32,6 +35,40 @@ pub struct Cli {
 pub enum Command {
     /// Train a network (the default when no subcommand is given).
     Train(TrainArgs),
+    /// Time whole training epochs of the reference networks and print a table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Which devices to time.
+    #[arg(long, value_enum, default_value_t = BenchDevice::All)]
+    pub device: BenchDevice,
+    /// Networks to time, as dash-separated widths, comma-separated.
+    #[arg(long, default_value = "784-64-10,784-128-10,784-512-512-10")]
+    pub networks: String,
+    /// Examples per SGD step.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Timed epochs per network (after one warm-up epoch); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// CPU threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Folder with the MNIST IDX files [default: data/mnist]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON object per row instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchDevice {
+    Cpu,
+    Gpu,
+    All,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -115,6 +152,9 @@ pub struct TrainArgs {
     /// Show the learning rate and, on the GPU, dispatches / submits / readbacks per epoch.
     #[arg(long, short)]
     pub verbose: bool,
+    /// List the GPU adapters wgpu can see, and exit.
+    #[arg(long)]
+    pub list_devices: bool,
 }
 
 /// A run, checked: everything `train` needs.
@@ -271,16 +311,58 @@ fn check_settings(schedule: &Schedule, batch_size: usize, l2: f32, threads: usiz
     Ok(())
 }
 
-/// Makes the backend the run asked for.
+/// Makes the backend the run asked for. `--device auto` takes a hardware GPU if there is one,
+/// else the CPU; `--device gpu` falls back to a software adapter, saying so on stderr.
 pub fn make_backend<'a>(run: &'a Run, params: Vec<f32>) -> Result<Box<dyn Backend + 'a>> {
-    match run.device {
-        DeviceChoice::Auto | DeviceChoice::Cpu => Ok(Box::new(CpuBackend::new(run.workload(), params, run.threads)?)),
-        DeviceChoice::Gpu => unimplemented!("the GPU backend comes next"),
+    let use_gpu = match run.device {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Gpu => true,
+        DeviceChoice::Auto => context::has_hardware_gpu(),
+    };
+    if !use_gpu {
+        return Ok(Box::new(CpuBackend::new(run.workload(), params, run.threads)?));
     }
+    let ctx = GpuContext::new()?;
+    if ctx.kind == AdapterKind::Software {
+        eprintln!(
+            "note: no hardware GPU found; running the GPU kernels on the software adapter {} (slow; for testing)",
+            ctx.adapter_name()
+        );
+    }
+    Ok(Box::new(GpuBackend::with_context(ctx, run.workload(), &params)?))
+}
+
+/// `--list-devices`: every adapter wgpu can see.
+pub fn list_devices() -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let adapters = context::list_adapters();
+    if adapters.is_empty() {
+        writeln!(out, "no GPU adapters found ({})", GpuError::NoAdapter)?;
+    }
+    for a in adapters {
+        let kind = match a.kind {
+            AdapterKind::Hardware => "hardware",
+            AdapterKind::Software => "software",
+        };
+        writeln!(
+            out,
+            "{}  [{}, {}, {kind}]  {}",
+            a.name, a.backend, a.device_type, a.driver
+        )?;
+    }
+    writeln!(
+        out,
+        "cpu  [{} threads]",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    )?;
+    Ok(())
 }
 
 /// `gpu-mlp train`: trains and prints each epoch.
 pub fn train_command(args: &TrainArgs) -> Result<()> {
+    if args.list_devices {
+        return list_devices();
+    }
     let run = args.resolve()?;
     let work = run.workload();
     let mut rng = init::rng(run.seed);
@@ -356,6 +438,80 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Train(args)) => train_command(&args),
+        Some(Command::Bench(args)) => bench_command(&args),
         None => train_command(&cli.train),
     }
+}
+
+/// `gpu-mlp bench`: the epoch-time table.
+pub fn bench_command(args: &BenchArgs) -> Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    check_settings(
+        &Schedule {
+            epochs: args.epochs,
+            lr: 0.1,
+            lr_decay: 1.0,
+            lr_decay_every: 1,
+        },
+        args.batch_size,
+        0.0,
+        threads,
+    )?;
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let train = data::load_mnist(&dir)?.train;
+    if args.batch_size > train.len() {
+        return Err(ConfigError::BatchTooLarge {
+            batch: args.batch_size,
+            examples: train.len(),
+        }
+        .into());
+    }
+    let specs: Vec<NetworkSpec> = args
+        .networks
+        .split(',')
+        .map(|name| {
+            let spec = NetworkSpec {
+                widths: parse_widths(name)?,
+                activation: Activation::Relu,
+                output: Output::Softmax,
+                loss: Loss::Ce,
+            };
+            spec.check(train.features, train.classes)?;
+            Ok(spec)
+        })
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    let mut out = std::io::stdout().lock();
+    if matches!(args.device, BenchDevice::Cpu | BenchDevice::All) {
+        let ceiling = bench::cpu_gemm_ceiling(2048, threads);
+        if !args.json {
+            writeln!(
+                out,
+                "cpu ceiling: 2048^3 sgemm, gemm crate, {threads} threads: {ceiling:.1} GFLOP/s"
+            )?;
+        }
+        for spec in &specs {
+            let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
+            let work = Workload {
+                spec,
+                train: &train,
+                validation: None,
+                test: None,
+                batch_size: args.batch_size,
+                l2: 0.0,
+            };
+            let mut backend = CpuBackend::new(work, params, threads)?;
+            let row = bench::bench_network(&mut backend, spec, &train, args.batch_size, args.epochs, ceiling)?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(&row).expect("a row always serialises"))?;
+            }
+            rows.push(row);
+        }
+    }
+    if !args.json {
+        write!(out, "{}", bench::format_table(&rows))?;
+    }
+    Ok(())
 }

@@ -6,10 +6,12 @@
 //! and [`backend::BatchOps`] traits that each device implements.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod gpu;
 pub mod init;
 pub mod network;
 pub mod report;

@@ -1,0 +1,299 @@
+//! Finding a GPU and opening it: instance → adapter → device, with every error turned into a
+//! [`GpuError`] instead of wgpu's default (a panic).
+
+use crate::error::GpuError;
+use std::sync::{Arc, Mutex};
+
+/// What kind of adapter runs the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterKind {
+    /// A real GPU (discrete, integrated or virtual).
+    Hardware,
+    /// A driver that runs "GPU" code on the CPU, such as Mesa's lavapipe (llvmpipe).
+    Software,
+}
+
+/// One adapter wgpu can see, as `--list-devices` shows it.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub kind: AdapterKind,
+}
+
+fn kind_of(info: &wgpu::AdapterInfo) -> AdapterKind {
+    match info.device_type {
+        wgpu::DeviceType::Cpu => AdapterKind::Software,
+        // Some drivers report llvmpipe as "Other".
+        _ if info.name.to_lowercase().contains("llvmpipe") => AdapterKind::Software,
+        _ => AdapterKind::Hardware,
+    }
+}
+
+/// Hardware before software; among hardware, discrete before integrated.
+fn preference(info: &wgpu::AdapterInfo) -> u8 {
+    match (kind_of(info), info.device_type) {
+        (AdapterKind::Hardware, wgpu::DeviceType::DiscreteGpu) => 0,
+        (AdapterKind::Hardware, wgpu::DeviceType::IntegratedGpu) => 1,
+        (AdapterKind::Hardware, _) => 2,
+        (AdapterKind::Software, _) => 3,
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    // Vulkan, Metal, DX12: the backends with full compute support.
+    desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+    wgpu::Instance::new(desc)
+}
+
+fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| preference(&a.get_info()));
+    adapters
+}
+
+/// Every adapter wgpu can see, best first.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    adapters(&instance())
+        .iter()
+        .map(|adapter| {
+            let info = adapter.get_info();
+            AdapterSummary {
+                name: info.name.clone(),
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+                kind: kind_of(&info),
+            }
+        })
+        .collect()
+}
+
+/// True when a hardware GPU is present (what `--device auto` asks).
+pub fn has_hardware_gpu() -> bool {
+    list_adapters().iter().any(|a| a.kind == AdapterKind::Hardware)
+}
+
+/// An open device, with the errors wgpu reports outside any error scope collected here.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub kind: AdapterKind,
+    pub limits: wgpu::Limits,
+    /// Errors raised outside an error scope (wgpu would otherwise panic on them).
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Set when the device is lost.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// Opens the best adapter: a hardware GPU if there is one, else a software one.
+    /// Requests every limit the adapter offers (larger buffers, larger workgroups).
+    pub fn new() -> Result<GpuContext, GpuError> {
+        let instance = instance();
+        let adapter = adapters(&instance).into_iter().next().ok_or(GpuError::NoAdapter)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let descriptor = wgpu::DeviceDescriptor {
+            label: Some("gpu-mlp"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&descriptor)).map_err(|e| GpuError::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            sink.lock().expect("error sink").push(error.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *lost_sink.lock().expect("lost sink") = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        let kind = kind_of(&info);
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            kind,
+            limits,
+            uncaptured,
+            lost,
+        })
+    }
+
+    /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// Runs `f` inside a validation + out-of-memory error scope and turns what it caught into
+    /// an error made by `describe` (which names the kernel or buffer).
+    pub fn scoped<T>(
+        &self,
+        f: impl FnOnce() -> T,
+        describe: impl FnOnce(wgpu::Error) -> GpuError,
+    ) -> Result<T, GpuError> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        match validation.or(oom) {
+            Some(error) => Err(describe(error)),
+            None => Ok(value),
+        }
+    }
+
+    /// Fails if the device was lost or raised an error outside a scope since the last check.
+    pub fn check(&self, context: &str) -> Result<(), GpuError> {
+        if let Some(message) = self.lost.lock().expect("lost sink").clone() {
+            return Err(GpuError::Lost {
+                context: context.to_string(),
+                message,
+            });
+        }
+        let mut errors = self.uncaptured.lock().expect("error sink");
+        if !errors.is_empty() {
+            let message = errors.join("; ");
+            errors.clear();
+            return Err(GpuError::Device {
+                context: context.to_string(),
+                message,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the GPU has finished everything submitted.
+    pub fn wait(&self, context: &str) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Device {
+                context: context.to_string(),
+                message: e.to_string(),
+            })?;
+        self.check(context)
+    }
+
+    /// A buffer of `size` bytes, with its allocation checked (out of memory names the buffer).
+    pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer, GpuError> {
+        // wgpu rejects zero-sized bindings; 4 bytes is the smallest useful buffer.
+        let size = size.max(4).next_multiple_of(4);
+        self.scoped(
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            },
+            |error| match error {
+                wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory {
+                    buffer: label.to_string(),
+                    bytes: size,
+                    message: error.to_string(),
+                },
+                other => GpuError::Device {
+                    context: format!("creating buffer '{label}'"),
+                    message: other.to_string(),
+                },
+            },
+        )
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_with<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+        extra: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer, GpuError> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.check_binding_size(label, bytes.len() as u64)?;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra;
+        let buffer = self.buffer(label, bytes.len() as u64, usage)?;
+        self.queue.write_buffer(&buffer, 0, bytes);
+        Ok(buffer)
+    }
+
+    /// Refuses a storage binding larger than the device allows, saying by how much.
+    pub fn check_binding_size(&self, label: &str, bytes: u64) -> Result<(), GpuError> {
+        let limit = self.limits.max_storage_buffer_binding_size as u64;
+        let limit = limit.min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(GpuError::BufferTooLarge {
+                buffer: label.to_string(),
+                needed: bytes,
+                limit,
+                adapter: self.info.name.clone(),
+                hint: "use a smaller --batch-size or narrower layers, or --device cpu".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies `buffer` (which must have COPY_SRC usage) back to the host: one readback.
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, context: &str) -> Result<Vec<T>, GpuError> {
+        let size = buffer.size();
+        let staging = self.buffer(
+            "readback",
+            size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("readback"),
+        });
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        self.map_read(&staging, context)
+    }
+
+    /// Maps a MAP_READ buffer after the GPU is done with it and copies it out.
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, context: &str) -> Result<Vec<T>, GpuError> {
+        let result = Arc::new(Mutex::new(None));
+        let sink = result.clone();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            *sink.lock().expect("map result") = Some(r)
+        });
+        self.wait(context)?;
+        let mapped = result.lock().expect("map result").take();
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                return Err(GpuError::Device {
+                    context: context.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            None => {
+                return Err(GpuError::Device {
+                    context: context.to_string(),
+                    message: "the buffer was not mapped after waiting".into(),
+                })
+            }
+        }
+        let values = {
+            let view = staging.get_mapped_range(..).map_err(|e| GpuError::Device {
+                context: context.to_string(),
+                message: e.to_string(),
+            })?;
+            bytemuck::cast_slice::<u8, T>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(values)
+    }
+}

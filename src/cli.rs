@@ -129,16 +129,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
     /// Learning rate [default: 0.1; xor: 0.5]
-    #[arg(long)]
+    // Negative numbers are taken as values (not flags) so that `--lr -1` gets the real reason.
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Multiply the learning rate by this every --lr-decay-every epochs.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub lr_decay: f32,
     /// Epochs between learning-rate decays.
     #[arg(long, value_name = "EPOCHS", default_value_t = 1)]
     pub lr_decay_every: usize,
     /// L2 weight decay λ (adds λ·W to the weights' gradient; biases are not decayed).
-    #[arg(long, value_name = "LAMBDA", default_value_t = 0.0)]
+    #[arg(long, value_name = "LAMBDA", default_value_t = 0.0, allow_negative_numbers = true)]
     pub l2: f32,
     /// Seed for the weights and the shuffles: the same seed gives the same weights, bit for bit.
     #[arg(long, default_value_t = 1)]

@@ -1,0 +1,474 @@
+//! Tests of the `gpu-mlp` binary itself: every kind of bad input ends the run with exit status 1
+//! (2 for clap's own errors) and one `error: …` sentence naming what is wrong, never a panic;
+//! a diverging run stops and says where; `--json` and the text table have one line per epoch.
+//!
+//! Every run passes `--device cpu`: the GPU backend is not there yet.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
+
+const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+const PIXELS: usize = 28 * 28;
+
+/// Examples in the synthetic data set: enough for a batch of 10.
+const SYNTHETIC_TRAIN: u32 = 60;
+const SYNTHETIC_TEST: u32 = 20;
+
+/// Runs `gpu-mlp ARGS --device cpu` (the device last, so that it also lands after a `train`
+/// subcommand) on one CPU thread, with backtraces off so that a panic shows its usual hint.
+fn gpu_mlp(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--device", "cpu"])
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .expect("the gpu-mlp binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "gpu-mlp {}\n  status: {}\n  stdout: {}\n  stderr: {}",
+        args.join(" "),
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Lines of a run's stdout that report an epoch, as text or as JSON.
+fn epoch_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("epoch ") || l.starts_with('{'))
+        .collect()
+}
+
+/// Runs `args`, which must fail with exit status `code` and an `error:` message on stderr that
+/// contains every one of `needles`, without a panic and without printing any epoch. For our own
+/// errors (status 1) the message must be exactly one line. Returns stderr.
+fn fails_with(code: i32, args: &[&str], needles: &[&str]) -> String {
+    let out = gpu_mlp(args);
+    let context = describe(args, &out);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "wrong exit status\n{context}");
+    assert!(stderr.starts_with("error: "), "no `error:` message\n{context}");
+    assert!(!stderr.contains("panicked"), "it panicked\n{context}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "it panicked\n{context}");
+    if code == 1 {
+        assert_eq!(stderr.trim_end().lines().count(), 1, "not one line\n{context}");
+    }
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr does not mention {needle:?}\n{context}");
+    }
+    assert!(epoch_lines(&stdout).is_empty(), "epochs were printed\n{context}");
+    stderr
+}
+
+/// Runs `args`, which must succeed with nothing on stderr; returns stdout.
+fn succeeds(args: &[&str]) -> String {
+    let out = gpu_mlp(args);
+    assert!(out.status.success(), "run failed\n{}", describe(args, &out));
+    assert!(out.stderr.is_empty(), "stderr is not empty\n{}", describe(args, &out));
+    text(&out.stdout)
+}
+
+// --- A small synthetic MNIST in a temporary folder -------------------------------------------
+
+/// An IDX image file: header for `count` 28×28 images, then `body` bytes of pixels.
+fn idx_images(count: u32, body: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for field in [2051, count, 28, 28] {
+        bytes.extend_from_slice(&u32::to_be_bytes(field));
+    }
+    bytes.extend((0..body).map(|i| (i * 7 % 256) as u8));
+    bytes
+}
+
+/// An IDX label file: header for `count` labels, then `labels` labels 0, 1, … 9, 0, …
+fn idx_labels(count: u32, labels: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&2049u32.to_be_bytes());
+    bytes.extend_from_slice(&count.to_be_bytes());
+    bytes.extend((0..labels).map(|i| (i % 10) as u8));
+    bytes
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The four files of a valid small data set (name, raw contents).
+fn good_files() -> [(&'static str, Vec<u8>); 4] {
+    let (train, test) = (SYNTHETIC_TRAIN, SYNTHETIC_TEST);
+    [
+        (TRAIN_IMAGES, idx_images(train, train as usize * PIXELS)),
+        (TRAIN_LABELS, idx_labels(train, train as usize)),
+        (TEST_IMAGES, idx_images(test, test as usize * PIXELS)),
+        (TEST_LABELS, idx_labels(test, test as usize)),
+    ]
+}
+
+/// A folder with the four good files, gzipped as `NAME.gz`, except that `faulty` (a base name)
+/// is written as `faulty_name` (relative to the folder) with `faulty_bytes`; `None` leaves it out.
+fn data_dir_with(faulty: &str, replacement: Option<(String, Vec<u8>)>) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in good_files() {
+        if name != faulty {
+            fs::write(dir.path().join(format!("{name}.gz")), gzip(&bytes)).unwrap();
+        }
+    }
+    if let Some((name, bytes)) = replacement {
+        fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    dir
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Trains on `dir`, which must fail naming `file` (and every one of `needles`).
+fn data_fault(dir: &Path, file: &str, needles: &[&str]) -> String {
+    let args = ["--data-dir", path_arg(dir), "--batch-size", "10", "--epochs", "1"];
+    let stderr = fails_with(1, &args, needles);
+    assert!(stderr.contains(file), "the message does not name {file}: {stderr}");
+    stderr
+}
+
+/// The control for the data-fault tests: the synthetic set, unharmed, trains.
+#[test]
+fn synthetic_data_trains() {
+    let dir = data_dir_with("", None);
+    let stdout = succeeds(&[
+        "--data-dir",
+        path_arg(dir.path()),
+        "--batch-size",
+        "10",
+        "--epochs",
+        "2",
+    ]);
+    assert_eq!(epoch_lines(&stdout).len(), 2, "{stdout}");
+    assert!(stdout.contains("60 train, 0 validation, 20 test"), "{stdout}");
+}
+
+#[test]
+fn missing_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("no-mnist-here");
+    data_fault(&dir, "no-mnist-here", &["--data-dir", "does not exist"]);
+}
+
+#[test]
+fn missing_data_file() {
+    let dir = data_dir_with(TEST_LABELS, None);
+    data_fault(dir.path(), TEST_LABELS, &["no MNIST file found"]);
+}
+
+#[test]
+fn empty_data_file() {
+    let dir = data_dir_with(TRAIN_LABELS, Some((TRAIN_LABELS.to_string(), Vec::new())));
+    data_fault(dir.path(), TRAIN_LABELS, &["is empty"]);
+}
+
+#[test]
+fn truncated_data_file() {
+    // The header promises 60 images; the body stops one pixel short.
+    let bytes = idx_images(SYNTHETIC_TRAIN, SYNTHETIC_TRAIN as usize * PIXELS - 1);
+    let dir = data_dir_with(TRAIN_IMAGES, Some((format!("{TRAIN_IMAGES}.gz"), gzip(&bytes))));
+    data_fault(dir.path(), TRAIN_IMAGES, &["truncated"]);
+}
+
+#[test]
+fn truncated_gzip_stream() {
+    let good = gzip(&idx_images(SYNTHETIC_TEST, SYNTHETIC_TEST as usize * PIXELS));
+    let cut = good[..good.len() / 2].to_vec();
+    let dir = data_dir_with(TEST_IMAGES, Some((format!("{TEST_IMAGES}.gz"), cut)));
+    data_fault(dir.path(), TEST_IMAGES, &["corrupt gzip"]);
+}
+
+#[test]
+fn wrong_magic_number() {
+    let mut bytes = idx_images(SYNTHETIC_TEST, SYNTHETIC_TEST as usize * PIXELS);
+    bytes[3] = 0x04; // 2052: four dimensions
+    let dir = data_dir_with(TEST_IMAGES, Some((TEST_IMAGES.to_string(), bytes)));
+    data_fault(dir.path(), TEST_IMAGES, &["magic number 2052", "2051"]);
+}
+
+#[test]
+fn fewer_labels_than_images() {
+    let n = SYNTHETIC_TRAIN - 1;
+    let dir = data_dir_with(
+        TRAIN_LABELS,
+        Some((format!("{TRAIN_LABELS}.gz"), gzip(&idx_labels(n, n as usize)))),
+    );
+    let stderr = data_fault(dir.path(), TRAIN_LABELS, &["60 images", "59 labels"]);
+    assert!(stderr.contains(TRAIN_IMAGES), "{stderr}");
+}
+
+#[test]
+fn gz_file_that_is_not_gzip() {
+    // A raw (valid) IDX file under a .gz name.
+    let bytes = idx_labels(SYNTHETIC_TEST, SYNTHETIC_TEST as usize);
+    let dir = data_dir_with(TEST_LABELS, Some((format!("{TEST_LABELS}.gz"), bytes)));
+    data_fault(dir.path(), TEST_LABELS, &["not gzip"]);
+}
+
+// --- Settings that cannot describe a run ------------------------------------------------------
+
+/// A small MNIST run, then the settings under test.
+fn small<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--train-examples", "200", "--test-examples", "100", "--epochs", "1"];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn layers_that_do_not_match_the_data() {
+    fails_with(1, &small(&["--layers", "785,128,10"]), &["--layers", "785", "784"]);
+    fails_with(
+        1,
+        &small(&["--layers", "784,128,9"]),
+        &["--layers", "9 outputs", "10 classes"],
+    );
+    fails_with(
+        1,
+        &["--dataset", "xor", "--layers", "2,8,3"],
+        &["--layers", "3 outputs", "2 classes"],
+    );
+}
+
+#[test]
+fn malformed_layers() {
+    fails_with(1, &small(&["--layers", "784,0,10"]), &["--layers", "width 0"]);
+    fails_with(1, &small(&["--layers", "784"]), &["--layers", "at least two widths"]);
+    fails_with(1, &small(&["--layers", "784,abc,10"]), &["--layers", "784,abc,10"]);
+    fails_with(1, &small(&["--layers", ""]), &["--layers", "not a list of widths"]);
+    fails_with(
+        1,
+        &small(&["--layers", "784,,10"]),
+        &["--layers", "not a list of widths"],
+    );
+}
+
+#[test]
+fn bad_batch_sizes() {
+    fails_with(1, &small(&["--batch-size", "0"]), &["--batch-size", "at least 1"]);
+    fails_with(
+        1,
+        &["--train-examples", "50", "--batch-size", "51", "--epochs", "1"],
+        &["--batch-size 51", "50 examples"],
+    );
+    // On the full training set (which is only loaded, never trained on).
+    fails_with(1, &["--batch-size", "60001"], &["--batch-size 60001", "60000 examples"]);
+}
+
+#[test]
+fn bad_learning_rates() {
+    for lr in ["0", "-1", "-0.5", "nan", "inf"] {
+        let stderr = fails_with(1, &small(&["--lr", lr]), &["--lr must be a positive number"]);
+        let shown = if lr == "nan" { "NaN" } else { lr };
+        assert!(stderr.contains(shown), "{stderr}");
+    }
+    fails_with(2, &small(&["--lr", "fast"]), &["--lr", "fast"]);
+}
+
+#[test]
+fn bad_learning_rate_decay() {
+    for decay in ["0", "1.5", "-0.5"] {
+        fails_with(1, &small(&["--lr-decay", decay]), &["--lr-decay", "(0, 1]", decay]);
+    }
+    fails_with(1, &small(&["--lr-decay-every", "0"]), &["--lr-decay-every"]);
+}
+
+#[test]
+fn bad_counts() {
+    fails_with(
+        1,
+        &["--train-examples", "200", "--epochs", "0"],
+        &["--epochs", "at least 1"],
+    );
+    fails_with(1, &small(&["--threads", "0"]), &["--threads", "at least 1"]);
+    fails_with(1, &small(&["--l2", "-1"]), &["--l2", "-1"]);
+}
+
+#[test]
+fn validation_as_large_as_the_training_set() {
+    fails_with(
+        1,
+        &small(&["--validation", "200"]),
+        &["--validation 200", "200 examples"],
+    );
+    fails_with(
+        1,
+        &small(&["--validation", "1000"]),
+        &["--validation 1000", "200 examples"],
+    );
+    fails_with(1, &["--dataset", "xor", "--validation", "1"], &["--validation", "xor"]);
+}
+
+/// Values that clap itself refuses (exit status 2).
+#[test]
+fn unknown_enum_values() {
+    fails_with(2, &small(&["--activation", "foo"]), &["foo", "--activation", "relu"]);
+    fails_with(2, &small(&["--loss", "hinge"]), &["hinge", "--loss"]);
+    fails_with(2, &small(&["--dataset", "cifar"]), &["cifar", "--dataset"]);
+    fails_with(2, &small(&["--batch-size", "-3"]), &["'-3'"]);
+}
+
+/// A learning rate this large overflows the weights within a few batches, whatever the seed.
+#[test]
+fn divergence_stops_with_the_epoch_and_batch() {
+    for seed in ["1", "2", "3"] {
+        let args = [
+            "--train-examples",
+            "2000",
+            "--test-examples",
+            "500",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e10",
+            "--seed",
+            seed,
+        ];
+        let stderr = fails_with(
+            1,
+            &args,
+            &["diverged", "epoch 1", "batch ", "of 20", "smaller --lr", "1000000000"],
+        );
+        assert!(
+            stderr.contains("became inf") || stderr.contains("became NaN"),
+            "{stderr}"
+        );
+    }
+}
+
+// --- Output -----------------------------------------------------------------------------------
+
+/// Parses every stdout line as one JSON object: there must be nothing else.
+fn json_epochs(stdout: &str) -> Vec<serde_json::Map<String, Value>> {
+    stdout
+        .lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(Value::Object(object)) => object,
+            other => panic!("stdout line is not a JSON object ({other:?}): {line}"),
+        })
+        .collect()
+}
+
+fn number(epoch: &serde_json::Map<String, Value>, key: &str) -> f64 {
+    epoch
+        .get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{key} is not a number in {epoch:?}"))
+}
+
+fn fraction(epoch: &serde_json::Map<String, Value>, key: &str) -> f64 {
+    let value = number(epoch, key);
+    assert!((0.0..=1.0).contains(&value), "{key} = {value} is not in [0, 1]");
+    value
+}
+
+#[test]
+fn json_has_one_object_per_epoch_with_the_schedule() {
+    let args = [
+        "--json",
+        "--train-examples",
+        "1000",
+        "--test-examples",
+        "200",
+        "--validation",
+        "100",
+        "--epochs",
+        "4",
+        "--lr",
+        "0.2",
+        "--lr-decay",
+        "0.5",
+        "--lr-decay-every",
+        "2",
+    ];
+    let epochs = json_epochs(&succeeds(&args));
+    assert_eq!(epochs.len(), 4);
+    for (i, epoch) in epochs.iter().enumerate() {
+        assert_eq!(epoch["epoch"], i as u64 + 1);
+        assert_eq!(epoch["device"], "cpu");
+        let loss = number(epoch, "train_loss");
+        assert!(loss.is_finite() && loss > 0.0, "train_loss {loss}");
+        fraction(epoch, "train_accuracy");
+        fraction(epoch, "test_accuracy");
+        fraction(epoch, "validation_accuracy");
+        assert!(number(epoch, "seconds") > 0.0);
+        assert!(number(epoch, "samples_per_second") > 0.0);
+    }
+    let lrs: Vec<f32> = epochs.iter().map(|e| number(e, "lr") as f32).collect();
+    assert_eq!(lrs, [0.2, 0.2, 0.1, 0.1]);
+    // It learns: the last epoch is better than the first.
+    assert!(number(&epochs[3], "train_loss") < number(&epochs[0], "train_loss"));
+    assert!(number(&epochs[3], "test_accuracy") > 0.5, "{:?}", epochs[3]);
+}
+
+#[test]
+fn json_validation_is_null_without_validation() {
+    let args = [
+        "--json",
+        "--train-examples",
+        "500",
+        "--test-examples",
+        "100",
+        "--epochs",
+        "2",
+    ];
+    let epochs = json_epochs(&succeeds(&args));
+    assert_eq!(epochs.len(), 2);
+    for epoch in &epochs {
+        assert_eq!(epoch.get("validation_accuracy"), Some(&Value::Null), "{epoch:?}");
+        fraction(epoch, "test_accuracy");
+        assert_eq!(number(epoch, "lr") as f32, 0.1);
+    }
+}
+
+#[test]
+fn text_output_has_one_line_per_epoch() {
+    // Also through the explicit `train` subcommand.
+    for train in [&[][..], &["train"][..]] {
+        let mut args = train.to_vec();
+        args.extend(["--train-examples", "500", "--test-examples", "100", "--epochs", "3"]);
+        let stdout = succeeds(&args);
+        let epochs = epoch_lines(&stdout);
+        assert_eq!(epochs.len(), 3, "{stdout}");
+        for (i, line) in epochs.iter().enumerate() {
+            assert!(line.starts_with(&format!("epoch {}/3 ", i + 1)), "{line}");
+            assert!(line.contains("train loss") && line.contains("test acc"), "{line}");
+        }
+        assert!(stdout.contains("784-128-10"), "{stdout}");
+        assert!(stdout.lines().last().unwrap().starts_with("done: accuracy"), "{stdout}");
+    }
+}
+
+#[test]
+fn xor_trains_from_the_command_line() {
+    let stdout = succeeds(&["--dataset", "xor", "--verbose"]);
+    assert_eq!(epoch_lines(&stdout).len(), 200);
+    assert!(epoch_lines(&stdout)[0].contains("lr 0.5"), "--verbose shows the lr");
+    assert!(stdout.contains("done: accuracy 100.00%"), "{stdout}");
+}

@@ -54,8 +54,6 @@ pub struct GpuBackend {
     layout: ParamLayout,
     l2: f32,
     params: wgpu::Buffer,
-    /// `acts[0] = X`, `acts[l+1] = A_l`; `deltas[l] = dZ_{l-1}` for l ≥ 1.
-    acts: Vec<wgpu::Buffer>,
     metrics: wgpu::Buffer,
     metrics_staging: wgpu::Buffer,
     update_uniform: wgpu::Buffer,
@@ -143,6 +141,7 @@ impl GpuBackend {
 
         let params_buffer = ctx.storage_with("parameters", params, U::COPY_SRC)?;
         let grads = ctx.storage_with("gradients", &vec![0.0f32; layout.total], U::COPY_SRC)?;
+        // acts[0] = X, acts[l+1] = A_l; deltas[l] = dZ_{l-1} for l ≥ 1 (deltas[0] is unused).
         let mut acts = Vec::new();
         let mut deltas = Vec::new();
         for (l, &width) in spec.widths.iter().enumerate() {
@@ -290,7 +289,6 @@ impl GpuBackend {
             layout,
             l2: work.l2,
             params: params_buffer,
-            acts,
             metrics,
             metrics_staging,
             update_uniform,

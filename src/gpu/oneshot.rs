@@ -18,6 +18,10 @@ const WEIGHT_PREFIX: usize = 3;
 pub struct KernelRunner {
     pub ctx: GpuContext,
     pub kernels: Kernels,
+    /// Times each kernel is dispatched per call (1 for tests; more to time it, see [`KernelRunner::timed`]).
+    repeats: std::cell::Cell<u32>,
+    /// Seconds the last call's dispatches took on the device, submit to completion.
+    last_seconds: std::cell::Cell<f64>,
 }
 
 /// Result of [`KernelRunner::output_loss`].
@@ -33,7 +37,12 @@ impl KernelRunner {
     pub fn new() -> Result<KernelRunner, GpuError> {
         let ctx = GpuContext::new()?;
         let kernels = Kernels::new(&ctx)?;
-        Ok(KernelRunner { ctx, kernels })
+        Ok(KernelRunner {
+            ctx,
+            kernels,
+            repeats: 1.into(),
+            last_seconds: 0.0.into(),
+        })
     }
 
     fn storage<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, GpuError> {
@@ -84,10 +93,28 @@ impl KernelRunner {
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &group, &[]);
             pass.set_bind_group(1, &batch_group, &[0]);
-            pass.dispatch_workgroups(x, y, 1);
+            for _ in 0..self.repeats.get() {
+                pass.dispatch_workgroups(x, y, 1);
+            }
         }
+        // Everything above was uploaded at creation: wait for it, so the timing covers the kernel.
+        self.ctx.wait(kernel)?;
+        let started = std::time::Instant::now();
         self.ctx.queue.submit([encoder.finish()]);
-        self.ctx.wait(kernel)
+        self.ctx.wait(kernel)?;
+        self.last_seconds.set(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Runs `call` with every kernel dispatched `repeats` times back to back, and returns the
+    /// device seconds per dispatch (for benchmarks: one submit, so launch overhead is amortised
+    /// as in training).
+    pub fn timed<T>(&self, repeats: u32, call: impl FnOnce(&Self) -> Result<T, GpuError>) -> Result<f64, GpuError> {
+        self.repeats.set(repeats.max(1));
+        let result = call(self);
+        self.repeats.set(1);
+        result?;
+        Ok(self.last_seconds.get() / repeats.max(1) as f64)
     }
 
     fn max_groups(&self) -> u32 {

@@ -548,6 +548,16 @@ fn reference_sgd(params: &[f32], grads: &[&[f32]], lr: f64, l2: f64, weight_coun
         .collect()
 }
 
+/// How the backend updates after a sharded batch: shard gradients summed in order with
+/// `add_assign`, then one `sgd_update`.
+fn update_with_shards(params: &mut [f32], shards: &[&[f32]], lr: f32, l2: f32, weight_count: usize, first: usize) {
+    let mut total = shards[0].to_vec();
+    for shard in &shards[1..] {
+        ops::add_assign(&mut total, shard);
+    }
+    ops::sgd_update(params, &total, lr, l2, weight_count, first);
+}
+
 #[test]
 fn sgd_update_decays_weights_only_and_sums_the_shards() {
     let mut rng = rng(9);
@@ -564,7 +574,7 @@ fn sgd_update_decays_weights_only_and_sums_the_shards() {
             let shard_slices: Vec<&[f32]> = grads.iter().map(|g| &g[first..first + len]).collect();
 
             let mut got = params[first..first + len].to_vec();
-            ops::sgd_update(&mut got, &shard_slices, lr, l2, weight_count, first);
+            update_with_shards(&mut got, &shard_slices, lr, l2, weight_count, first);
             let want = reference_sgd(
                 &params[first..first + len],
                 &shard_slices,
@@ -588,7 +598,7 @@ fn sgd_update_in_chunks_equals_one_update() {
     let grads: Vec<Vec<f32>> = (0..2).map(|_| random_vec(&mut rng, total, -1.0, 1.0)).collect();
     let whole_grads: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
     let mut whole = params.clone();
-    ops::sgd_update(&mut whole, &whole_grads, 0.05, 0.01, weight_count, 0);
+    update_with_shards(&mut whole, &whole_grads, 0.05, 0.01, weight_count, 0);
     let want = reference_sgd(&params, &whole_grads, 0.05, 0.01, weight_count, 0);
     assert_close("sgd whole", &whole, &want, ABS, REL);
 
@@ -596,7 +606,7 @@ fn sgd_update_in_chunks_equals_one_update() {
     for (c, chunk) in chunked.chunks_mut(101).enumerate() {
         let start = c * 101;
         let shards: Vec<&[f32]> = grads.iter().map(|g| &g[start..start + chunk.len()]).collect();
-        ops::sgd_update(chunk, &shards, 0.05, 0.01, weight_count, start);
+        update_with_shards(chunk, &shards, 0.05, 0.01, weight_count, start);
     }
     assert_eq!(chunked, whole, "chunked update differs from the whole-buffer update");
 }

@@ -198,61 +198,74 @@ impl<'a> CpuBackend<'a> {
         })
     }
 
-    /// Forward (and, when `train`, backward) of `index`'s examples of `data`, spread over shards.
+    /// Forward of `index`'s examples of `data` and, when `train`, backward and the SGD update.
     /// Returns the summed loss and correct count.
     fn run_batch(&mut self, data: &Dataset, index: &[u32], train: bool) -> (f32, u32) {
         let rows = index.len();
         let used = shard_count(rows, self.threads);
         let per_shard = rows.div_ceil(used);
-        let (spec, layout, params) = (self.work.spec, &self.layout, &self.params[..]);
+        let (spec, layout, lr, l2) = (self.work.spec, &self.layout, self.lr, self.work.l2);
         let scale = 1.0 / rows as f32;
-        let run = |(shard, index): (&mut Shard, &[u32])| {
-            let mut ops = ShardOps {
-                spec,
-                layout,
-                params,
-                data,
-                index,
-                scale,
-                shard,
+        let (params, shards) = (&mut self.params, &mut self.shards[..used]);
+        let threaded = used > 1 || (train && params.len() > 4 * UPDATE_CHUNK);
+        let mut step = move || {
+            // 1. Every shard runs the forward (and backward) pass on its own rows.
+            let run = |(shard, index): (&mut Shard, &[u32])| {
+                let mut ops = ShardOps {
+                    spec,
+                    layout,
+                    params,
+                    data,
+                    index,
+                    scale,
+                    shard,
+                };
+                if train {
+                    backend::forward_backward(&mut ops, layout.layers.len());
+                } else {
+                    backend::forward(&mut ops, layout.layers.len());
+                }
             };
-            if train {
-                backend::forward_backward(&mut ops, layout.layers.len());
+            if used == 1 {
+                run((&mut shards[0], index));
             } else {
-                backend::forward(&mut ops, layout.layers.len());
+                shards.par_iter_mut().zip(index.par_chunks(per_shard)).for_each(run);
+            }
+            if !train {
+                return;
+            }
+            // 2. Sum the shards' partial gradients into shard 0's, in order, and update.
+            let (first, others) = shards.split_at_mut(1);
+            let update = |(c, (params, grads)): (usize, (&mut [f32], &mut [f32]))| {
+                let start = c * UPDATE_CHUNK;
+                for other in others.iter() {
+                    ops::add_assign(grads, &other.grads[start..start + grads.len()]);
+                }
+                ops::sgd_update(params, grads, lr, l2, layout.weight_count, start);
+            };
+            let chunks = params
+                .par_chunks_mut(UPDATE_CHUNK)
+                .zip(first[0].grads.par_chunks_mut(UPDATE_CHUNK));
+            if threaded {
+                chunks.enumerate().for_each(update);
+            } else {
+                params
+                    .chunks_mut(UPDATE_CHUNK)
+                    .zip(first[0].grads.chunks_mut(UPDATE_CHUNK))
+                    .enumerate()
+                    .for_each(update);
             }
         };
-        let shards = &mut self.shards[..used];
-        if used == 1 {
-            run((&mut shards[0], index));
+        // One hand-over to the thread pool per batch; a single-shard batch stays on this thread.
+        if threaded {
+            self.pool.install(step);
         } else {
-            self.pool
-                .install(|| shards.par_iter_mut().zip(index.par_chunks(per_shard)).for_each(run));
+            step();
         }
+        let shards = &self.shards[..used];
         shards
             .iter()
             .fold((0.0, 0), |(loss, correct), s| (loss + s.loss_sum, correct + s.correct))
-    }
-
-    /// `θ ← θ - lr·(∂θ + λ·W)`, summing the shards' partial gradients.
-    fn update(&mut self, used: usize) {
-        let (lr, l2, weight_count) = (self.lr, self.work.l2, self.layout.weight_count);
-        let shards = &self.shards[..used];
-        let update_chunk = |(c, params): (usize, &mut [f32])| {
-            let start = c * UPDATE_CHUNK;
-            let mut grads = [&[][..]; 64];
-            for (g, shard) in grads.iter_mut().zip(shards) {
-                *g = &shard.grads[start..start + params.len()];
-            }
-            ops::sgd_update(params, &grads[..used], lr, l2, weight_count, start);
-        };
-        if self.params.len() <= UPDATE_CHUNK {
-            update_chunk((0, &mut self.params));
-        } else {
-            let params = &mut self.params;
-            self.pool
-                .install(|| params.par_chunks_mut(UPDATE_CHUNK).enumerate().for_each(update_chunk));
-        }
     }
 
     fn split(&self, split: Split) -> Option<&'a Dataset> {
@@ -301,7 +314,6 @@ impl Backend for CpuBackend<'_> {
         let index = std::mem::take(&mut self.permutation);
         let (loss, correct) = self.run_batch(self.work.train, &index[start..end], true);
         self.permutation = index;
-        self.update(shard_count(end - start, self.threads));
         self.metrics.batch_loss.push(loss);
         self.metrics.batch_correct.push(correct);
         Ok(())

@@ -209,17 +209,24 @@ pub fn argmax(z: &[f32]) -> usize {
     best
 }
 
-/// `θ ← θ - lr·(Σ_s grads_s + λ·θ)` for weights (`i < weight_count`), `θ ← θ - lr·Σ_s grads_s`
-/// for biases. `grads` are the partial gradients of the batch's shards, summed in order.
-pub fn sgd_update(params: &mut [f32], grads: &[&[f32]], lr: f32, l2: f32, weight_count: usize, first_index: usize) {
-    for (i, p) in params.iter_mut().enumerate() {
-        let mut g = 0.0;
-        for shard in grads {
-            g += shard[i];
-        }
-        if first_index + i < weight_count {
-            g += l2 * *p;
-        }
+/// `θ ← θ - lr·(∂θ + λ·θ)` for weights (global index `< weight_count`), `θ ← θ - lr·∂θ` for
+/// biases. `params` and `grads` may be a chunk of the flat buffers starting at `first_index`.
+pub fn sgd_update(params: &mut [f32], grads: &[f32], lr: f32, l2: f32, weight_count: usize, first_index: usize) {
+    // Split at the weights/biases boundary so both loops are branch-free (and vectorise).
+    let weights = weight_count.saturating_sub(first_index).min(params.len());
+    let (p_weights, p_biases) = params.split_at_mut(weights);
+    let (g_weights, g_biases) = grads.split_at(weights);
+    for (p, &g) in p_weights.iter_mut().zip(g_weights) {
+        *p -= lr * (g + l2 * *p);
+    }
+    for (p, &g) in p_biases.iter_mut().zip(g_biases) {
         *p -= lr * g;
+    }
+}
+
+/// `total += part`: sums one shard's partial gradient into the batch's gradient.
+pub fn add_assign(total: &mut [f32], part: &[f32]) {
+    for (t, &p) in total.iter_mut().zip(part) {
+        *t += p;
     }
 }

@@ -8,6 +8,7 @@ use super::kernels::{
 };
 use crate::error::GpuError;
 use crate::network::{Activation, Loss, Output};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use wgpu::BufferUsages as U;
 
 /// Floats placed before a layer's weights in the parameter buffer, so the kernels' use of
@@ -19,9 +20,9 @@ pub struct KernelRunner {
     pub ctx: GpuContext,
     pub kernels: Kernels,
     /// Times each kernel is dispatched per call (1 for tests; more to time it, see [`KernelRunner::timed`]).
-    repeats: std::cell::Cell<u32>,
-    /// Seconds the last call's dispatches took on the device, submit to completion.
-    last_seconds: std::cell::Cell<f64>,
+    repeats: AtomicU32,
+    /// Seconds (as f64 bits) the last call's dispatches took on the device, submit to completion.
+    last_seconds: AtomicU64,
 }
 
 /// Result of [`KernelRunner::output_loss`].
@@ -40,8 +41,8 @@ impl KernelRunner {
         Ok(KernelRunner {
             ctx,
             kernels,
-            repeats: 1.into(),
-            last_seconds: 0.0.into(),
+            repeats: AtomicU32::new(1),
+            last_seconds: AtomicU64::new(0),
         })
     }
 
@@ -93,7 +94,7 @@ impl KernelRunner {
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &group, &[]);
             pass.set_bind_group(1, &batch_group, &[0]);
-            for _ in 0..self.repeats.get() {
+            for _ in 0..self.repeats.load(Ordering::Relaxed) {
                 pass.dispatch_workgroups(x, y, 1);
             }
         }
@@ -102,7 +103,8 @@ impl KernelRunner {
         let started = std::time::Instant::now();
         self.ctx.queue.submit([encoder.finish()]);
         self.ctx.wait(kernel)?;
-        self.last_seconds.set(started.elapsed().as_secs_f64());
+        self.last_seconds
+            .store(started.elapsed().as_secs_f64().to_bits(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -110,11 +112,11 @@ impl KernelRunner {
     /// device seconds per dispatch (for benchmarks: one submit, so launch overhead is amortised
     /// as in training).
     pub fn timed<T>(&self, repeats: u32, call: impl FnOnce(&Self) -> Result<T, GpuError>) -> Result<f64, GpuError> {
-        self.repeats.set(repeats.max(1));
+        self.repeats.store(repeats.max(1), Ordering::Relaxed);
         let result = call(self);
-        self.repeats.set(1);
+        self.repeats.store(1, Ordering::Relaxed);
         result?;
-        Ok(self.last_seconds.get() / repeats.max(1) as f64)
+        Ok(f64::from_bits(self.last_seconds.load(Ordering::Relaxed)) / repeats.max(1) as f64)
     }
 
     fn max_groups(&self) -> u32 {

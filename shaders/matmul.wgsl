@@ -1,26 +1,26 @@
 // The three matmuls of a dense layer, each fused with what surrounds it:
-//   matmul_forward          out  = f(left · W + b)              twin of cpu::ops::matmul_forward
-//                                                                  then cpu::ops::activation_forward
-//   matmul_backward_input   out  = (left · Wᵀ) ⊙ f'(right)      twin of cpu::ops::matmul_backward_input
-//                                                                  then cpu::ops::activation_backward
-//   matmul_backward_weights out  = [leftᵀ · right ; Σ_rows right] twin of cpu::ops::matmul_backward_weights
+//   matmul_forward           out = f(left · W + b)                 twin of cpu::ops::matmul_forward
+//                                                                    then cpu::ops::activation_forward
+//   matmul_backward_input    out = (left · Wᵀ) ⊙ f'(right)         twin of cpu::ops::matmul_backward_input
+//                                                                    then cpu::ops::activation_backward
+//   matmul_backward_weights  out = [leftᵀ · right ; Σ_rows right]  twin of cpu::ops::matmul_backward_weights
 // with, for layer l (W: inputs × outputs, at weight_offset in the flat parameter buffer):
 //   forward:          left = A_{l-1} (rows × inputs),  out = A_l (rows × outputs)
 //   backward_input:   left = dZ_l (rows × outputs), right = A_{l-1}, out = dZ_{l-1} (rows × inputs)
 //   backward_weights: left = A_{l-1}, right = dZ_l, out = the flat gradient buffer: dW_l, and db_l
-//                     as an extra row of the product (a row of ones appended to left's columns).
+//                     as one extra row of the product (left gets a column of ones).
 //
-// Tiling: a workgroup of SIDE × SIDE invocations computes a TILE × TILE block of the output. For
-// each step of DEPTH along the reduction it stages a TILE × DEPTH block of the left operand and a
-// DEPTH × TILE block of the right one in workgroup memory; every invocation then accumulates its
-// PER × PER outputs (rows ty + SIDE·p, columns tx + SIDE·q) from there. Elements outside the
-// matrices load as 0 and are never stored, so any shape works.
+// Tiling: a workgroup of 64 invocations computes a 64 × 64 block of the output. For each step of
+// DEPTH along the reduction it stages a 64 × DEPTH block of the left operand and a DEPTH × 64
+// block of the right one in workgroup memory, both k-major so that an invocation reads its 8 rows
+// and its 8 columns as two vec4 each; it then accumulates its 8 × 8 outputs in registers. Each
+// staged value is read by 8 invocations, and each register value feeds 8 multiply-adds.
+// Elements outside the matrices load as 0 and are never stored, so any shape works.
 
 const TILE: u32 = 64u;
 const DEPTH: u32 = 16u;
-const SIDE: u32 = 16u;
-const PER: u32 = 4u;
 const STAGED: u32 = 1024u; // TILE * DEPTH
+const VEC_PER_K: u32 = 16u; // TILE / 4
 
 struct LayerDims {
     inputs: u32,
@@ -40,25 +40,63 @@ struct LayerDims {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> dims: LayerDims;
 
-// left block, stored k-major: tile_l[kk * TILE + i]; right block: tile_r[kk * TILE + j].
-var<workgroup> tile_l: array<f32, STAGED>;
-var<workgroup> tile_r: array<f32, STAGED>;
+// Staged blocks, k-major: tile_l[kk * 16 + i / 4][i % 4] = left block (i, kk); tile_r likewise by column.
+var<workgroup> tile_l: array<vec4<f32>, 256>;
+var<workgroup> tile_r: array<vec4<f32>, 256>;
 
-// acc[p * PER + q] += Σ_kk tile_l[kk, ty + SIDE·p] · tile_r[kk, tx + SIDE·q]
-fn multiply_tiles(acc: ptr<function, array<f32, 16>>, tx: u32, ty: u32) {
+// The invocation's 8 × 8 outputs: acc[2 * p + h][c] is row 8·ty + p, column 8·tx + 4·h + c.
+// Indexed only by constants in the loop below, so every driver keeps it in registers.
+var<private> acc: array<vec4<f32>, 16>;
+
+// acc += (staged left rows 8·ty ..) · (staged right columns 8·tx ..) over the DEPTH staged k.
+fn multiply_staged(ty: u32, tx: u32) {
     for (var kk = 0u; kk < DEPTH; kk++) {
-        var a: array<f32, PER>;
-        var b: array<f32, PER>;
-        for (var p = 0u; p < PER; p++) {
-            a[p] = tile_l[kk * TILE + ty + SIDE * p];
-            b[p] = tile_r[kk * TILE + tx + SIDE * p];
-        }
-        for (var p = 0u; p < PER; p++) {
-            for (var q = 0u; q < PER; q++) {
-                (*acc)[p * PER + q] = fma(a[p], b[q], (*acc)[p * PER + q]);
-            }
-        }
+        let a_lo = tile_l[kk * VEC_PER_K + 2u * ty];
+        let a_hi = tile_l[kk * VEC_PER_K + 2u * ty + 1u];
+        let b_lo = tile_r[kk * VEC_PER_K + 2u * tx];
+        let b_hi = tile_r[kk * VEC_PER_K + 2u * tx + 1u];
+        acc[0] = fma(vec4<f32>(a_lo.x), b_lo, acc[0]);
+        acc[1] = fma(vec4<f32>(a_lo.x), b_hi, acc[1]);
+        acc[2] = fma(vec4<f32>(a_lo.y), b_lo, acc[2]);
+        acc[3] = fma(vec4<f32>(a_lo.y), b_hi, acc[3]);
+        acc[4] = fma(vec4<f32>(a_lo.z), b_lo, acc[4]);
+        acc[5] = fma(vec4<f32>(a_lo.z), b_hi, acc[5]);
+        acc[6] = fma(vec4<f32>(a_lo.w), b_lo, acc[6]);
+        acc[7] = fma(vec4<f32>(a_lo.w), b_hi, acc[7]);
+        acc[8] = fma(vec4<f32>(a_hi.x), b_lo, acc[8]);
+        acc[9] = fma(vec4<f32>(a_hi.x), b_hi, acc[9]);
+        acc[10] = fma(vec4<f32>(a_hi.y), b_lo, acc[10]);
+        acc[11] = fma(vec4<f32>(a_hi.y), b_hi, acc[11]);
+        acc[12] = fma(vec4<f32>(a_hi.z), b_lo, acc[12]);
+        acc[13] = fma(vec4<f32>(a_hi.z), b_hi, acc[13]);
+        acc[14] = fma(vec4<f32>(a_hi.w), b_lo, acc[14]);
+        acc[15] = fma(vec4<f32>(a_hi.w), b_hi, acc[15]);
     }
+}
+
+fn stage_left(i: u32, kk: u32, value: f32) {
+    tile_l[kk * VEC_PER_K + i / 4u][i % 4u] = value;
+}
+
+fn stage_right(kk: u32, j: u32, value: f32) {
+    tile_r[kk * VEC_PER_K + j / 4u][j % 4u] = value;
+}
+
+// Element (r, c) of a row-major rows × cols matrix in `left`, or 0 outside it.
+fn left_at(r: u32, c: u32, rows: u32, cols: u32) -> f32 {
+    return select(0.0, left[min(r, rows - 1u) * cols + min(c, cols - 1u)], r < rows && c < cols);
+}
+
+fn right_at(r: u32, c: u32, rows: u32, cols: u32) -> f32 {
+    return select(0.0, right[min(r, rows - 1u) * cols + min(c, cols - 1u)], r < rows && c < cols);
+}
+
+// W[r, c] of this layer, or 0 outside it.
+fn weight_at(r: u32, c: u32) -> f32 {
+    let inside = r < dims.inputs && c < dims.outputs;
+    let r_in = min(r, dims.inputs - 1u);
+    let c_in = min(c, dims.outputs - 1u);
+    return select(0.0, weights[dims.weight_offset + r_in * dims.outputs + c_in], inside);
 }
 
 fn activate(z: f32, code: u32) -> f32 {
@@ -80,41 +118,37 @@ fn derivative(a: f32, code: u32) -> f32 {
     }
 }
 
+fn clear_acc() {
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+}
+
 // out (rows × outputs) = f(left (rows × inputs) · W + b)
-@compute @workgroup_size(16, 16)
-fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+@compute @workgroup_size(64)
+fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let rows = batch.rows;
     let k = dims.inputs;
     let n = dims.outputs;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
-    let flat = lid.y * SIDE + lid.x;
-    var acc: array<f32, 16>;
+    clear_acc();
     for (var k0 = 0u; k0 < k; k0 += DEPTH) {
-        for (var e = flat; e < STAGED; e += SIDE * SIDE) {
-            // left: consecutive invocations read along a row of the input
-            let i = e / DEPTH;
-            let kk = e % DEPTH;
-            let r = row0 + i;
-            let c = k0 + kk;
-            tile_l[kk * TILE + i] = select(0.0, left[r * k + c], r < rows && c < k);
-            // W: consecutive invocations read along a row of W
-            let kr = e / TILE;
-            let j = e % TILE;
-            let wr = k0 + kr;
-            let wc = col0 + j;
-            tile_r[kr * TILE + j] = select(0.0, weights[dims.weight_offset + wr * n + wc], wr < k && wc < n);
+        for (var e = lid; e < STAGED; e += 64u) {
+            // Consecutive invocations read along a row of left, and along a row of W.
+            stage_left(e / DEPTH, e % DEPTH, left_at(row0 + e / DEPTH, k0 + e % DEPTH, rows, k));
+            stage_right(e / TILE, e % TILE, weight_at(k0 + e / TILE, col0 + e % TILE));
         }
         workgroupBarrier();
-        multiply_tiles(&acc, lid.x, lid.y);
+        multiply_staged(lid / 8u, lid % 8u);
         workgroupBarrier();
     }
-    for (var p = 0u; p < PER; p++) {
-        for (var q = 0u; q < PER; q++) {
-            let r = row0 + lid.y + SIDE * p;
-            let c = col0 + lid.x + SIDE * q;
+    for (var p = 0u; p < 8u; p++) {
+        for (var q = 0u; q < 8u; q++) {
+            let r = row0 + 8u * (lid / 8u) + p;
+            let c = col0 + 8u * (lid % 8u) + q;
             if r < rows && c < n {
-                let z = acc[p * PER + q] + weights[dims.bias_offset + c];
+                let z = acc[2u * p + q / 4u][q % 4u] + weights[dims.bias_offset + c];
                 out[r * n + c] = activate(z, dims.activation);
             }
         }
@@ -122,85 +156,68 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 }
 
 // out (rows × inputs) = (left (rows × outputs) · Wᵀ) ⊙ f'(right), right = A_{l-1} (rows × inputs)
-@compute @workgroup_size(16, 16)
-fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+@compute @workgroup_size(64)
+fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let rows = batch.rows;
-    let k = dims.outputs;
+    let k = dims.outputs; // reduce over the layer's outputs, produce its inputs
     let n = dims.inputs;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
-    let flat = lid.y * SIDE + lid.x;
-    var acc: array<f32, 16>;
+    clear_acc();
     for (var k0 = 0u; k0 < k; k0 += DEPTH) {
-        for (var e = flat; e < STAGED; e += SIDE * SIDE) {
-            let i = e / DEPTH;
-            let kk = e % DEPTH;
-            let r = row0 + i;
-            let c = k0 + kk;
-            tile_l[kk * TILE + i] = select(0.0, left[r * k + c], r < rows && c < k);
-            // Wᵀ[kk, j] = W[j, kk]: consecutive invocations read along a row of W
-            let j = e / DEPTH;
-            let wr = col0 + j;
-            let wc = k0 + kk;
-            tile_r[kk * TILE + j] = select(0.0, weights[dims.weight_offset + wr * k + wc], wr < n && wc < k);
+        for (var e = lid; e < STAGED; e += 64u) {
+            stage_left(e / DEPTH, e % DEPTH, left_at(row0 + e / DEPTH, k0 + e % DEPTH, rows, k));
+            // Wᵀ[kk, j] = W[j, kk]: consecutive invocations read along a row of W.
+            stage_right(e % DEPTH, e / DEPTH, weight_at(col0 + e / DEPTH, k0 + e % DEPTH));
         }
         workgroupBarrier();
-        multiply_tiles(&acc, lid.x, lid.y);
+        multiply_staged(lid / 8u, lid % 8u);
         workgroupBarrier();
     }
-    for (var p = 0u; p < PER; p++) {
-        for (var q = 0u; q < PER; q++) {
-            let r = row0 + lid.y + SIDE * p;
-            let c = col0 + lid.x + SIDE * q;
+    for (var p = 0u; p < 8u; p++) {
+        for (var q = 0u; q < 8u; q++) {
+            let r = row0 + 8u * (lid / 8u) + p;
+            let c = col0 + 8u * (lid % 8u) + q;
             if r < rows && c < n {
-                out[r * n + c] = acc[p * PER + q] * derivative(right[r * n + c], dims.activation);
+                out[r * n + c] = acc[2u * p + q / 4u][q % 4u] * derivative(right[r * n + c], dims.activation);
             }
         }
     }
 }
 
-// out[weight_offset ..] (inputs × outputs) = leftᵀ (inputs × rows) · right (rows × outputs),
-// out[bias_offset ..] (outputs) = Σ_rows right: row `inputs` of the product, with left's
-// missing column taken as ones.
-@compute @workgroup_size(16, 16)
-fn matmul_backward_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// out[weight_offset ..] (inputs × outputs) = leftᵀ (inputs × rows) · right (rows × outputs), and
+// out[bias_offset ..] (outputs) = Σ_rows right: row `inputs` of the product, where leftᵀ's
+// missing row is taken as ones.
+@compute @workgroup_size(64)
+fn matmul_backward_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let rows = batch.rows;
     let m = dims.inputs;
     let n = dims.outputs;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
-    let flat = lid.y * SIDE + lid.x;
-    var acc: array<f32, 16>;
+    clear_acc();
     for (var k0 = 0u; k0 < rows; k0 += DEPTH) {
-        for (var e = flat; e < STAGED; e += SIDE * SIDE) {
-            // leftᵀ[i, kk] = left[kk, i]: consecutive invocations read along a row of left
-            let kk = e / TILE;
+        for (var e = lid; e < STAGED; e += 64u) {
+            // leftᵀ[i, kk] = left[kk, i]: consecutive invocations read along a row of left.
             let i = e % TILE;
-            let t = k0 + kk;
-            let c = row0 + i;
-            var value = 0.0;
-            if t < rows && c < m {
-                value = left[t * m + c];
-            } else if t < rows && c == m {
-                value = 1.0;
-            }
-            tile_l[kk * TILE + i] = value;
-            let j = e % TILE;
-            let oc = col0 + j;
-            tile_r[kk * TILE + j] = select(0.0, right[t * n + oc], t < rows && oc < n);
+            let t = k0 + e / TILE;
+            let one = select(0.0, 1.0, row0 + i == m && t < rows);
+            stage_left(i, e / TILE, left_at(t, row0 + i, rows, m) + one);
+            stage_right(e / TILE, e % TILE, right_at(t, col0 + e % TILE, rows, n));
         }
         workgroupBarrier();
-        multiply_tiles(&acc, lid.x, lid.y);
+        multiply_staged(lid / 8u, lid % 8u);
         workgroupBarrier();
     }
-    for (var p = 0u; p < PER; p++) {
-        for (var q = 0u; q < PER; q++) {
-            let r = row0 + lid.y + SIDE * p;
-            let c = col0 + lid.x + SIDE * q;
+    for (var p = 0u; p < 8u; p++) {
+        for (var q = 0u; q < 8u; q++) {
+            let r = row0 + 8u * (lid / 8u) + p;
+            let c = col0 + 8u * (lid % 8u) + q;
+            let value = acc[2u * p + q / 4u][q % 4u];
             if r < m && c < n {
-                out[dims.weight_offset + r * n + c] = acc[p * PER + q];
+                out[dims.weight_offset + r * n + c] = value;
             } else if r == m && c < n {
-                out[dims.bias_offset + c] = acc[p * PER + q];
+                out[dims.bias_offset + c] = value;
             }
         }
     }

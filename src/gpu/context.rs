@@ -232,7 +232,7 @@ impl GpuContext {
 
     /// Refuses a storage binding larger than the device allows, saying by how much.
     pub fn check_binding_size(&self, label: &str, bytes: u64) -> Result<(), GpuError> {
-        let limit = self.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.limits.max_storage_buffer_binding_size;
         let limit = limit.min(self.limits.max_buffer_size);
         if bytes > limit {
             return Err(GpuError::BufferTooLarge {

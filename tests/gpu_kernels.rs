@@ -1,0 +1,499 @@
+//! Every WGSL kernel against its CPU twin in `cpu::ops`, one kernel run at a time through
+//! [`KernelRunner`], on random non-zero inputs and awkward shapes (1, 7, 100, 101, 784 in every
+//! position: not only multiples of the 64-wide matmul tile). The runner fills every output
+//! buffer with NaN before the kernel runs, so an element a kernel forgets to write fails the
+//! comparison as NaN instead of passing as a stale right answer.
+
+use gpu_mlp::cpu::ops;
+use gpu_mlp::gpu::oneshot::KernelRunner;
+use gpu_mlp::network::{Activation, Loss, Output};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+/// One device for the whole binary; the tests take turns on it.
+static RUNNER: LazyLock<Mutex<KernelRunner>> = LazyLock::new(|| {
+    // Mesa's loader complains on stderr when XDG_RUNTIME_DIR is unset (the binary sets it too).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    Mutex::new(KernelRunner::new().expect("a GPU adapter (lavapipe will do) to run the kernels on"))
+});
+
+fn runner() -> MutexGuard<'static, KernelRunner> {
+    // A failed test must not take the others down with it: the runner holds no broken state.
+    RUNNER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// (rows, k, n): the matmul shapes. Each of 1, 7, 100, 101 and 784 appears as rows, as the
+/// reduction length and as the output width; most are not multiples of the 64-wide tile, and
+/// several need more than one tile in each direction. The two ~8 M multiply-add products are
+/// the largest; the whole set is ~19 M multiply-adds per kernel.
+const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 1, 1),
+    (7, 784, 7),
+    (1, 784, 10),
+    (101, 7, 100),
+    (100, 784, 101),
+    (100, 101, 784),
+    (784, 100, 1),
+    (784, 7, 101),
+    (7, 1, 784),
+];
+
+const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Sigmoid, Activation::Tanh];
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `len` values uniform in ±(1e-3 .. `scale`): random signs, never zero nor within 1e-3 of it
+/// (no product vanishes trivially, and an element left at zero cannot pass by luck).
+fn nonzero(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            let magnitude = rng.random_range(1e-3..scale);
+            if rng.random_range(0..2) == 0 {
+                magnitude
+            } else {
+                -magnitude
+            }
+        })
+        .collect()
+}
+
+/// A plausible activation output `a = f(z)` to take the derivative at: relu ≥ 0 with about a
+/// third exact zeros, sigmoid in (0, 1), tanh in (-1, 1) (never zero).
+fn activation_output(rng: &mut ChaCha8Rng, activation: Activation, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| match activation {
+            Activation::Relu if rng.random_range(0..3) == 0 => 0.0,
+            Activation::Relu => rng.random_range(1e-3..2.0),
+            Activation::Sigmoid => rng.random_range(1e-3..0.999),
+            Activation::Tanh => {
+                let a: f32 = rng.random_range(1e-3..0.999);
+                if rng.random_range(0..2) == 0 {
+                    a
+                } else {
+                    -a
+                }
+            }
+        })
+        .collect()
+}
+
+/// The default tolerance: |gpu − cpu| ≤ 1e-5 + 1e-4·|cpu|.
+fn default_tolerance(cpu: f32) -> f32 {
+    1e-5 + 1e-4 * cpu.abs()
+}
+
+/// Compares `gpu` with `cpu` element by element, allowing `allowed(i)` at element `i`. An error
+/// on any NaN or infinity (on either side), a length mismatch, or an element out of tolerance,
+/// naming the worst element (index, both values, error, allowance) and how many failed.
+/// Returns the largest absolute error.
+fn try_check(what: &str, gpu: &[f32], cpu: &[f32], allowed: impl Fn(usize) -> f32) -> Result<f32, String> {
+    if gpu.len() != cpu.len() || cpu.is_empty() {
+        return Err(format!("{what}: {} GPU values, {} CPU values", gpu.len(), cpu.len()));
+    }
+    let mut max_error = 0.0f32;
+    // (index, error / allowed)
+    let mut worst = (0, 0.0f32);
+    let mut failed = 0;
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        if !(g.is_finite() && c.is_finite()) {
+            return Err(format!(
+                "{what}: element {i} is not finite: gpu {g}, cpu {c} (NaN on the GPU: the kernel did not write it)"
+            ));
+        }
+        let error = (g - c).abs();
+        let ratio = error / allowed(i);
+        max_error = max_error.max(error);
+        failed += (ratio > 1.0) as usize;
+        if ratio > worst.1 {
+            worst = (i, ratio);
+        }
+    }
+    let i = worst.0;
+    if failed > 0 {
+        return Err(format!(
+            "{what}: {failed} of {} elements out of tolerance; worst at {i}: gpu {}, cpu {}, error {:e}, allowed {:e}",
+            cpu.len(),
+            gpu[i],
+            cpu[i],
+            (gpu[i] - cpu[i]).abs(),
+            allowed(i)
+        ));
+    }
+    Ok(max_error)
+}
+
+/// [`try_check`], failing the test on an error.
+fn check(what: &str, gpu: &[f32], cpu: &[f32], allowed: impl Fn(usize) -> f32) -> f32 {
+    try_check(what, gpu, cpu, allowed).unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// `check` with the default tolerance.
+fn check_default(what: &str, gpu: &[f32], cpu: &[f32]) -> f32 {
+    check(what, gpu, cpu, |i| default_tolerance(cpu[i]))
+}
+
+/// Tolerance of a sum of products. The GPU accumulates a dot product of `k` products tile by
+/// tile with FMAs, gemm in its own blocked order: two f32 sums of the same terms in different
+/// orders may differ by up to ~2k·ε·Σ|a·b| (ε = 2⁻²³), in practice by a few ε·Σ|a·b|. Where the
+/// products cancel, |cpu| ≪ Σ|a·b| and that exceeds 1e-5 + 1e-4·|cpu|: the default tolerance
+/// fails 100×784×101 at an element with cpu 0.01822 and Σ|x·w| ≈ 80 (error 1.4e-5, allowed
+/// 1.2e-5). So the absolute term also scales with the magnitude of what was summed: 8ε·Σ|a·b|
+/// (≈ 9.5e-7·Σ|a·b|). The worst seen is ≈ 2ε·Σ|a·b| (printed by each test, "worst … of Σ").
+fn sum_tolerance(cpu: f32, abs_sum: f32) -> f32 {
+    default_tolerance(cpu) + 8.0 * f32::EPSILON * abs_sum
+}
+
+/// Σ_t |a(i, t)·b(t, j)| for each element (i, j) of `c (m×n) = a (m×k) · b (k×n)`.
+fn abs_product_sums(
+    (m, n, k): (usize, usize, usize),
+    a: impl Fn(usize, usize) -> f32,
+    b: impl Fn(usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut sums = vec![0.0f32; m * n];
+    for i in 0..m {
+        for t in 0..k {
+            let a_it = a(i, t).abs();
+            for j in 0..n {
+                sums[i * n + j] += a_it * b(t, j).abs();
+            }
+        }
+    }
+    sums
+}
+
+/// Worst error as a fraction of Σ|a·b| at the same element (for the report).
+fn worst_relative_to_sum(gpu: &[f32], cpu: &[f32], sums: &[f32]) -> f32 {
+    gpu.iter()
+        .zip(cpu)
+        .zip(sums)
+        .map(|((g, c), s)| (g - c).abs() / s.max(f32::MIN_POSITIVE))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn the_check_fails_on_nan_and_names_the_worst_element() {
+    let cpu = [1.0, 2.0, 3.0];
+    let default = |i: usize| default_tolerance(cpu[i]);
+    // Within tolerance: passes and reports the largest error.
+    let max = try_check("ok", &[1.0, 2.0001, 3.0], &cpu, default).unwrap();
+    assert!((max - 1e-4).abs() < 1e-6, "{max}");
+    // A NaN (what an unwritten output element holds) fails, on either side.
+    let message = try_check("nan", &[1.0, f32::NAN, 3.0], &cpu, default).unwrap_err();
+    assert!(message.contains("element 1"), "{message}");
+    assert!(try_check("nan", &cpu, &[1.0, 2.0, f32::NAN], |_| 1.0).is_err());
+    // Out of tolerance: fails, naming the worst element and both values.
+    let message = try_check("off", &[1.001, 2.0, 3.1], &cpu, default).unwrap_err();
+    assert!(
+        message.contains("2 of 3") && message.contains("worst at 2"),
+        "{message}"
+    );
+    assert!(message.contains("gpu 3.1") && message.contains("cpu 3"), "{message}");
+    assert!(try_check("short", &[1.0, 2.0], &cpu, default).is_err());
+}
+
+/// The poisoning the other tests rely on is real: an output the kernel does not write comes
+/// back as NaN (dz when no gradient is asked for), and an output it fully covers comes back
+/// with no NaN left, element by element (a forward matmul over several partial tiles).
+#[test]
+fn unwritten_outputs_come_back_as_nan() {
+    let runner = runner();
+    let mut rng = rng(1);
+    let logits = nonzero(&mut rng, 7 * 10, 3.0);
+    let labels = [3u8, 1, 4, 1, 5, 9, 2];
+    let result = runner
+        .output_loss(Output::Softmax, Loss::Ce, &logits, &labels, 10, false)
+        .unwrap();
+    assert_eq!(result.grad.len(), 70);
+    assert!(
+        result.grad.iter().all(|g| g.is_nan()),
+        "dz was written without with_grad"
+    );
+    assert!(result.loss_sum.is_finite());
+
+    let (rows, k, n) = (130, 70, 67);
+    let inp = nonzero(&mut rng, rows * k, 1.0);
+    let weight = nonzero(&mut rng, k * n, 1.0);
+    let bias = nonzero(&mut rng, n, 1.0);
+    let out = runner.matmul_forward(&inp, &weight, &bias, rows, None).unwrap();
+    assert_eq!(out.len(), rows * n);
+    for (i, v) in out.iter().enumerate() {
+        assert!(
+            !v.is_nan(),
+            "out[{i}] (row {}, column {}) was not written",
+            i / n,
+            i % n
+        );
+    }
+}
+
+#[test]
+fn gather_batch_matches_cpu() {
+    let runner = runner();
+    let mut rng = rng(2);
+    let examples = 13;
+    for features in [784usize, 7, 1] {
+        let images: Vec<u8> = (0..examples * features).map(|_| rng.random_range(0..=255u8)).collect();
+        let labels: Vec<u8> = (0..examples).map(|e| (e % 10) as u8).collect();
+        // Out of order, with repeats, and the last example (whose bytes end the packed tail:
+        // 13·7 = 91 and 13·1 = 13 bytes are not whole u32 words).
+        let index: Vec<u32> = vec![12, 0, 5, 5, 11, 3, 12, 1, 7, 0, 12];
+        let gpu = runner.gather_batch(&images, features, &index).unwrap();
+        let mut cpu = vec![f32::NAN; index.len() * features];
+        let mut cpu_labels = vec![0u8; index.len()];
+        ops::gather_batch(&mut cpu, &mut cpu_labels, &images, &labels, &index);
+        let max = check_default(&format!("gather_batch features {features}"), &gpu, &cpu);
+        println!("gather_batch features {features}: max error {max:e}");
+        // The last example's last pixel, at the very end of the packed buffer.
+        let last = images[examples * features - 1] as f32 / 255.0;
+        assert_eq!(gpu[features - 1], last, "features {features}");
+    }
+    // Batches larger than one workgroup, from a bigger set: every example once, reversed.
+    let (examples, features) = (300, 7);
+    let images: Vec<u8> = (0..examples * features).map(|_| rng.random_range(0..=255u8)).collect();
+    let labels = vec![0u8; examples];
+    let index: Vec<u32> = (0..examples as u32).rev().collect();
+    let gpu = runner.gather_batch(&images, features, &index).unwrap();
+    let mut cpu = vec![f32::NAN; examples * features];
+    ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index);
+    check_default("gather_batch 300 × 7", &gpu, &cpu);
+}
+
+#[test]
+fn matmul_forward_matches_cpu_for_every_activation() {
+    let runner = runner();
+    let mut rng = rng(3);
+    for (rows, k, n) in SHAPES {
+        let inp = nonzero(&mut rng, rows * k, 1.0);
+        let weight = nonzero(&mut rng, k * n, 1.0);
+        let bias = nonzero(&mut rng, n, 1.0);
+        let mut z = vec![f32::NAN; rows * n];
+        ops::matmul_forward(&mut z, &inp, &weight, &bias, rows);
+        // Σ|x·w| + |b|: what the sum that makes each z was made of.
+        let mut sums = abs_product_sums((rows, n, k), |i, t| inp[i * k + t], |t, j| weight[t * n + j]);
+        sums.iter_mut().enumerate().for_each(|(i, s)| *s += bias[i % n].abs());
+        for activation in [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Sigmoid),
+            Some(Activation::Tanh),
+        ] {
+            let mut cpu = z.clone();
+            if let Some(activation) = activation {
+                ops::activation_forward(activation, &mut cpu);
+            }
+            let gpu = runner.matmul_forward(&inp, &weight, &bias, rows, activation).unwrap();
+            let what = format!("matmul_forward {rows}×{k}×{n} {activation:?}");
+            // relu, sigmoid and tanh have slopes ≤ 1: z's error bound carries over to f(z).
+            let max = check(&what, &gpu, &cpu, |i| sum_tolerance(cpu[i], sums[i]));
+            println!(
+                "{what}: max error {max:e}, worst {:.2e} of Σ|x·w|",
+                worst_relative_to_sum(&gpu, &cpu, &sums)
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_backward_input_matches_cpu_for_every_activation() {
+    let runner = runner();
+    let mut rng = rng(4);
+    for (rows, k, n) in SHAPES {
+        // dinp (rows × k) = (dout (rows × n) · Wᵀ) ⊙ f'(a_prev): the reduction runs over n.
+        let dout = nonzero(&mut rng, rows * n, 1.0);
+        let weight = nonzero(&mut rng, k * n, 1.0);
+        let mut product = vec![f32::NAN; rows * k];
+        ops::matmul_backward_input(&mut product, &dout, &weight, rows, n);
+        let sums = abs_product_sums((rows, k, n), |i, t| dout[i * n + t], |t, j| weight[j * n + t]);
+        for activation in ACTIVATIONS {
+            let a_prev = activation_output(&mut rng, activation, rows * k);
+            if activation == Activation::Relu && rows * k >= 7 {
+                assert!(a_prev.contains(&0.0), "relu's mask goes untested without zeros");
+            }
+            let mut cpu = product.clone();
+            ops::activation_backward(activation, &mut cpu, &a_prev);
+            let gpu = runner
+                .matmul_backward_input(&dout, &weight, &a_prev, rows, n, activation)
+                .unwrap();
+            let what = format!("matmul_backward_input {rows}×{k}×{n} {activation:?}");
+            // The product's error bound, times the derivative it is multiplied by.
+            let mut derivative = vec![1.0; rows * k];
+            ops::activation_backward(activation, &mut derivative, &a_prev);
+            let max = check(&what, &gpu, &cpu, |i| {
+                sum_tolerance(cpu[i], sums[i] * derivative[i].abs())
+            });
+            println!(
+                "{what}: max error {max:e}, worst {:.2e} of Σ|dz·w|",
+                worst_relative_to_sum(&gpu, &cpu, &sums)
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_backward_weights_matches_cpu() {
+    let runner = runner();
+    let mut rng = rng(5);
+    for (rows, k, n) in SHAPES {
+        // dW (k × n) = inpᵀ · dout, db (n) = Σ_rows dout: the reduction runs over the rows.
+        let dout = nonzero(&mut rng, rows * n, 1.0);
+        let inp = nonzero(&mut rng, rows * k, 1.0);
+        let (mut dweight, mut dbias) = (vec![f32::NAN; k * n], vec![f32::NAN; n]);
+        ops::matmul_backward_weights(&mut dweight, &mut dbias, &dout, &inp, rows);
+        let (gpu_dweight, gpu_dbias) = runner.matmul_backward_weights(&dout, &inp, rows, k, n).unwrap();
+        let what = format!("matmul_backward_weights {rows}×{k}×{n}");
+        let sums = abs_product_sums((k, n, rows), |i, t| inp[t * k + i], |t, j| dout[t * n + j]);
+        let max_w = check(&format!("{what} dW"), &gpu_dweight, &dweight, |i| {
+            sum_tolerance(dweight[i], sums[i])
+        });
+        let bias_sums = abs_product_sums((1, n, rows), |_, _| 1.0, |t, j| dout[t * n + j]);
+        let max_b = check(&format!("{what} db"), &gpu_dbias, &dbias, |i| {
+            sum_tolerance(dbias[i], bias_sums[i])
+        });
+        println!(
+            "{what}: dW max error {max_w:e} (worst {:.2e} of Σ|a·dz|), db max error {max_b:e}",
+            worst_relative_to_sum(&gpu_dweight, &dweight, &sums)
+        );
+    }
+}
+
+#[test]
+fn output_loss_matches_cpu_for_every_output_and_loss() {
+    let runner = runner();
+    let mut rng = rng(6);
+    for rows in [1usize, 7, 100, 300] {
+        for classes in [10usize, 2] {
+            let mut logits = nonzero(&mut rng, rows * classes, 4.0);
+            let mut labels: Vec<u8> = (0..rows).map(|_| rng.random_range(0..classes as u8)).collect();
+            // Ties for the top logit, labelled with the FIRST of the tied classes: first-index
+            // tie-breaking counts them correct, any other rule does not.
+            let ties: Vec<(usize, usize, usize)> = if classes == 2 {
+                vec![(0, 0, 1), (rows - 1, 0, 1)]
+            } else {
+                vec![(0, 2, 7), (rows / 2, 0, 9), (rows - 1, 4, 5)]
+            };
+            for &(row, first, second) in &ties {
+                let z = &mut logits[row * classes..(row + 1) * classes];
+                let top = z.iter().cloned().fold(f32::MIN, f32::max) + 0.5;
+                z[first] = top;
+                z[second] = top;
+                labels[row] = first as u8;
+                assert_eq!(ops::argmax(z), first);
+            }
+            for output in [Output::Softmax, Output::Sigmoid] {
+                for loss in [Loss::Ce, Loss::Mse] {
+                    let scale = 1.0 / rows as f32;
+                    let mut grad = vec![f32::NAN; rows * classes];
+                    let (mut loss_sum, mut correct) = (0.0f32, 0u32);
+                    for (r, (z, g)) in logits.chunks(classes).zip(grad.chunks_mut(classes)).enumerate() {
+                        let label = labels[r] as usize;
+                        let (value, predicted) = ops::output_loss(output, loss, z, label, scale, Some(g));
+                        loss_sum += value;
+                        correct += (predicted == label) as u32;
+                    }
+                    for with_grad in [true, false] {
+                        let what =
+                            format!("output_loss {output:?} {loss:?} rows {rows} classes {classes} grad {with_grad}");
+                        let gpu = runner
+                            .output_loss(output, loss, &logits, &labels, classes, with_grad)
+                            .unwrap();
+                        assert_eq!(gpu.correct, correct, "{what}: correct count");
+                        // A sum of `rows` positive losses: reordering it costs ~rows·ε relative.
+                        let loss_error = check(&format!("{what}: loss sum"), &[gpu.loss_sum], &[loss_sum], |_| {
+                            default_tolerance(loss_sum)
+                        });
+                        if with_grad {
+                            let max = check_default(&format!("{what}: dz"), &gpu.grad, &grad);
+                            if rows == 300 {
+                                println!("{what}: dz max error {max:e}, loss error {loss_error:e}");
+                            }
+                        } else {
+                            let written = gpu.grad.iter().position(|g| !g.is_nan());
+                            assert_eq!(written, None, "{what}: dz was written");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A batch of nothing but ties: every row must pick the first of its tied classes.
+#[test]
+fn output_loss_breaks_ties_towards_the_first_class() {
+    let runner = runner();
+    for classes in [10usize, 2] {
+        let rows = 300;
+        let mut logits = vec![0.25f32; rows * classes];
+        let mut labels = vec![0u8; rows];
+        for r in 0..rows {
+            let first = r % (classes - 1);
+            let second = first + 1 + (r / 3) % (classes - 1 - first);
+            logits[r * classes + first] = 1.5;
+            logits[r * classes + second] = 1.5;
+            labels[r] = first as u8;
+        }
+        for output in [Output::Softmax, Output::Sigmoid] {
+            let gpu = runner
+                .output_loss(output, Loss::Ce, &logits, &labels, classes, false)
+                .unwrap();
+            assert_eq!(gpu.correct, rows as u32, "{output:?}, {classes} classes");
+        }
+    }
+}
+
+#[test]
+fn sgd_update_matches_cpu() {
+    let runner = runner();
+    let mut rng = rng(7);
+    // (length, weight_count): lengths that are not multiples of the 256-wide workgroup, with
+    // the weights/biases boundary inside a workgroup, and at the ends.
+    for (len, weight_count) in [(1000usize, 537usize), (257, 256), (1, 1), (3, 0), (100_001, 99_000)] {
+        // l2 = 0.5 decays a weight by lr·l2·|θ| = 0.05·|θ|: far outside the tolerance, so decay
+        // applied to the first bias (or missing on the last weight) fails the comparison.
+        for l2 in [0.0f32, 0.5] {
+            let params = nonzero(&mut rng, len, 1.0);
+            let grads = nonzero(&mut rng, len, 1.0);
+            let lr = 0.1;
+            let mut cpu = params.clone();
+            ops::sgd_update(&mut cpu, &[&grads], lr, l2, weight_count, 0);
+            let gpu = runner.sgd_update(&params, &grads, lr, l2, weight_count).unwrap();
+            let what = format!("sgd_update len {len} weights {weight_count} l2 {l2}");
+            let max = check_default(&what, &gpu, &cpu);
+            println!("{what}: max error {max:e}");
+        }
+    }
+}
+
+/// Outputs of more than 65535 workgroups of 256 (the per-dimension limit here) are dispatched as
+/// a 2-D grid and the kernels rebuild the linear index: the path a full-batch gather over all of
+/// MNIST takes. One element past the first row of workgroups and the very last must be right.
+#[test]
+fn linear_kernels_cover_a_two_dimensional_grid() {
+    let runner = runner();
+    let per_dimension = runner.ctx.limits.max_compute_workgroups_per_dimension as usize;
+    let len = per_dimension * 256 + 300;
+    let mut rng = rng(8);
+    let params = nonzero(&mut rng, len, 1.0);
+    let grads = nonzero(&mut rng, len, 1.0);
+    let weight_count = len - 1000;
+    let mut cpu = params.clone();
+    ops::sgd_update(&mut cpu, &[&grads], 0.1, 0.5, weight_count, 0);
+    let gpu = runner.sgd_update(&params, &grads, 0.1, 0.5, weight_count).unwrap();
+    let max = check_default(&format!("sgd_update len {len}"), &gpu, &cpu);
+    println!("sgd_update over {len} parameters (2-D grid): max error {max:e}");
+
+    let features = 784;
+    let examples = len.div_ceil(features);
+    let images: Vec<u8> = (0..examples * features).map(|_| rng.random_range(0..=255u8)).collect();
+    let labels = vec![0u8; examples];
+    let index: Vec<u32> = (0..examples as u32).rev().collect();
+    let gpu = runner.gather_batch(&images, features, &index).unwrap();
+    let mut cpu = vec![f32::NAN; examples * features];
+    ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index);
+    check_default(&format!("gather_batch {examples} × {features} (2-D grid)"), &gpu, &cpu);
+}

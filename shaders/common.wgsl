@@ -2,7 +2,9 @@
 //
 // Row-major matrices, one example per row. A batch's rows come from the batch table: the
 // dispatch binds the entry for its batch at a dynamic offset (group 1), so one recorded
-// command sequence serves every batch without a host round trip.
+// command sequence serves every batch without a host round trip. The table is a storage buffer,
+// not a uniform one: software drivers (lavapipe) specialise and recompile a shader for each new
+// value of a uniform that steers its control flow, which here would mean once per batch.
 
 struct Batch {
     // First position of the batch in the split's example order.
@@ -14,7 +16,7 @@ struct Batch {
     _pad: u32,
 }
 
-@group(1) @binding(0) var<uniform> batch: Batch;
+@group(1) @binding(0) var<storage, read> batch: Batch;
 
 // Activation codes, as in LayerDims.activation.
 const ACT_NONE: u32 = 0u;

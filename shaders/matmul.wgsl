@@ -38,7 +38,7 @@ struct LayerDims {
 @group(0) @binding(1) var<storage, read> left: array<f32>;
 @group(0) @binding(2) var<storage, read> right: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> dims: LayerDims;
+@group(0) @binding(4) var<storage, read> dims: LayerDims;
 
 // Staged blocks, k-major: tile_l[kk * 16 + i / 4][i % 4] = left block (i, kk); tile_r likewise by column.
 var<workgroup> tile_l: array<vec4<f32>, 256>;
@@ -118,9 +118,27 @@ fn derivative(a: f32, code: u32) -> f32 {
     }
 }
 
-fn clear_acc() {
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = vec4<f32>(0.0);
+// acc[i] for a computed i. Indexing acc with a variable would make drivers move the whole array
+// from registers to memory (lavapipe: per-invocation scratch, slow and allocated per dispatch), so
+// the epilogues go through this switch, where every index is a constant.
+fn acc_at(i: u32) -> vec4<f32> {
+    switch i {
+        case 0u: { return acc[0]; }
+        case 1u: { return acc[1]; }
+        case 2u: { return acc[2]; }
+        case 3u: { return acc[3]; }
+        case 4u: { return acc[4]; }
+        case 5u: { return acc[5]; }
+        case 6u: { return acc[6]; }
+        case 7u: { return acc[7]; }
+        case 8u: { return acc[8]; }
+        case 9u: { return acc[9]; }
+        case 10u: { return acc[10]; }
+        case 11u: { return acc[11]; }
+        case 12u: { return acc[12]; }
+        case 13u: { return acc[13]; }
+        case 14u: { return acc[14]; }
+        default: { return acc[15]; }
     }
 }
 
@@ -132,7 +150,7 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let n = dims.outputs;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
-    clear_acc();
+    acc = array<vec4<f32>, 16>();
     for (var k0 = 0u; k0 < k; k0 += DEPTH) {
         for (var e = lid; e < STAGED; e += 64u) {
             // Consecutive invocations read along a row of left, and along a row of W.
@@ -148,7 +166,7 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             let r = row0 + 8u * (lid / 8u) + p;
             let c = col0 + 8u * (lid % 8u) + q;
             if r < rows && c < n {
-                let z = acc[2u * p + q / 4u][q % 4u] + weights[dims.bias_offset + c];
+                let z = acc_at(2u * p + q / 4u)[q % 4u] + weights[dims.bias_offset + c];
                 out[r * n + c] = activate(z, dims.activation);
             }
         }
@@ -163,7 +181,7 @@ fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let n = dims.inputs;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
-    clear_acc();
+    acc = array<vec4<f32>, 16>();
     for (var k0 = 0u; k0 < k; k0 += DEPTH) {
         for (var e = lid; e < STAGED; e += 64u) {
             stage_left(e / DEPTH, e % DEPTH, left_at(row0 + e / DEPTH, k0 + e % DEPTH, rows, k));
@@ -179,7 +197,7 @@ fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             let r = row0 + 8u * (lid / 8u) + p;
             let c = col0 + 8u * (lid % 8u) + q;
             if r < rows && c < n {
-                out[r * n + c] = acc[2u * p + q / 4u][q % 4u] * derivative(right[r * n + c], dims.activation);
+                out[r * n + c] = acc_at(2u * p + q / 4u)[q % 4u] * derivative(right[r * n + c], dims.activation);
             }
         }
     }
@@ -195,7 +213,7 @@ fn matmul_backward_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     let n = dims.outputs;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
-    clear_acc();
+    acc = array<vec4<f32>, 16>();
     for (var k0 = 0u; k0 < rows; k0 += DEPTH) {
         for (var e = lid; e < STAGED; e += 64u) {
             // leftᵀ[i, kk] = left[kk, i]: consecutive invocations read along a row of left.
@@ -213,7 +231,7 @@ fn matmul_backward_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
         for (var q = 0u; q < 8u; q++) {
             let r = row0 + 8u * (lid / 8u) + p;
             let c = col0 + 8u * (lid % 8u) + q;
-            let value = acc[2u * p + q / 4u][q % 4u];
+            let value = acc_at(2u * p + q / 4u)[q % 4u];
             if r < m && c < n {
                 out[dims.weight_offset + r * n + c] = value;
             } else if r == m && c < n {

@@ -24,7 +24,7 @@ struct OutputDims {
 @group(0) @binding(2) var<storage, read> order: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dz: array<f32>;
 @group(0) @binding(4) var<storage, read_write> metrics: array<f32>;
-@group(0) @binding(5) var<uniform> dims: OutputDims;
+@group(0) @binding(5) var<storage, read> dims: OutputDims;
 
 var<workgroup> partial_loss: array<f32, 256>;
 var<workgroup> partial_correct: array<u32, 256>;

@@ -12,7 +12,7 @@ struct UpdateParams {
 
 @group(0) @binding(0) var<storage, read_write> params: array<f32>;
 @group(0) @binding(1) var<storage, read> grads: array<f32>;
-@group(0) @binding(2) var<uniform> update: UpdateParams;
+@group(0) @binding(2) var<storage, read> update: UpdateParams;
 
 @compute @workgroup_size(256)
 fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {

@@ -460,7 +460,7 @@ fn sgd_update_matches_cpu() {
             let grads = nonzero(&mut rng, len, 1.0);
             let lr = 0.1;
             let mut cpu = params.clone();
-            ops::sgd_update(&mut cpu, &[&grads], lr, l2, weight_count, 0);
+            ops::sgd_update(&mut cpu, &grads, lr, l2, weight_count, 0);
             let gpu = runner.sgd_update(&params, &grads, lr, l2, weight_count).unwrap();
             let what = format!("sgd_update len {len} weights {weight_count} l2 {l2}");
             let max = check_default(&what, &gpu, &cpu);
@@ -482,7 +482,7 @@ fn linear_kernels_cover_a_two_dimensional_grid() {
     let grads = nonzero(&mut rng, len, 1.0);
     let weight_count = len - 1000;
     let mut cpu = params.clone();
-    ops::sgd_update(&mut cpu, &[&grads], 0.1, 0.5, weight_count, 0);
+    ops::sgd_update(&mut cpu, &grads, 0.1, 0.5, weight_count, 0);
     let gpu = runner.sgd_update(&params, &grads, 0.1, 0.5, weight_count).unwrap();
     let max = check_default(&format!("sgd_update len {len}"), &gpu, &cpu);
     println!("sgd_update over {len} parameters (2-D grid): max error {max:e}");

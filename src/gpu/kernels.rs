@@ -1,7 +1,7 @@
 //! The WGSL kernels: compiled into the binary, built into pipelines once per device.
 //!
 //! Every kernel binds its tensors at group 0 and the batch-table entry of the batch it works on
-//! at group 1 (a dynamic offset into one uniform buffer; see `shaders/common.wgsl`). The layouts
+//! at group 1 (a dynamic offset into one storage buffer; see `shaders/common.wgsl`). The layouts
 //! are explicit so that the one batch bind group serves every pipeline.
 
 use super::context::GpuContext;
@@ -98,11 +98,15 @@ pub fn activation_code(activation: Option<Activation>) -> u32 {
 }
 
 /// A binding of a kernel's group 0, in binding order.
+///
+/// Kernel parameters (shapes, offsets, lr) are small read-only *storage* buffers, not uniform
+/// buffers: Mesa's software driver specialises a shader on the values of uniforms that steer its
+/// loops and recompiles it whenever they change, which two layers of different widths, run one
+/// after the other, would do at every dispatch.
 #[derive(Clone, Copy)]
 enum Slot {
     Read,
     ReadWrite,
-    Uniform,
 }
 
 /// The pipelines and their bind group layouts.
@@ -136,7 +140,6 @@ impl Kernels {
                     ty: match slot {
                         Slot::Read => storage(true),
                         Slot::ReadWrite => storage(false),
-                        Slot::Uniform => uniform(false),
                     },
                     count: None,
                 })
@@ -152,14 +155,18 @@ impl Kernels {
             entries: &[wgpu::BindGroupLayoutEntry {
                 binding: 0,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: uniform(true),
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: true },
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
                 count: None,
             }],
         });
-        let gather_layout = layout("gather_batch", &[Read, Read, ReadWrite, Uniform]);
-        let matmul_layout = layout("matmul", &[Read, Read, Read, ReadWrite, Uniform]);
-        let output_layout = layout("output_loss", &[Read, Read, Read, ReadWrite, ReadWrite, Uniform]);
-        let update_layout = layout("sgd_update", &[ReadWrite, Read, Uniform]);
+        let gather_layout = layout("gather_batch", &[Read, Read, ReadWrite, Read]);
+        let matmul_layout = layout("matmul", &[Read, Read, Read, ReadWrite, Read]);
+        let output_layout = layout("output_loss", &[Read, Read, Read, ReadWrite, ReadWrite, Read]);
+        let update_layout = layout("sgd_update", &[ReadWrite, Read, Read]);
 
         let pipeline = |file: &str, source: &str, entry: &str, group0: &wgpu::BindGroupLayout| {
             let kernel = format!("{entry} (shaders/{file})");
@@ -249,14 +256,6 @@ fn storage(read_only: bool) -> wgpu::BindingType {
     wgpu::BindingType::Buffer {
         ty: wgpu::BufferBindingType::Storage { read_only },
         has_dynamic_offset: false,
-        min_binding_size: None,
-    }
-}
-
-fn uniform(has_dynamic_offset: bool) -> wgpu::BindingType {
-    wgpu::BindingType::Buffer {
-        ty: wgpu::BufferBindingType::Uniform,
-        has_dynamic_offset,
         min_binding_size: None,
     }
 }

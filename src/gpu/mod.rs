@@ -58,7 +58,7 @@ pub struct GpuBackend {
     metrics_staging: wgpu::Buffer,
     update_uniform: wgpu::Buffer,
     batch_group: wgpu::BindGroup,
-    /// Bytes between batch-table entries (the device's uniform offset alignment).
+    /// Bytes between batch-table entries (the device's storage offset alignment).
     entry_stride: u64,
     forward_groups: Vec<wgpu::BindGroup>,
     backward_weights_groups: Vec<wgpu::BindGroup>,
@@ -110,7 +110,7 @@ impl GpuBackend {
         if let Some(t) = work.test {
             entries.extend(batch_rows(t.len(), eval_rows));
         }
-        let entry_stride = (ctx.limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        let entry_stride = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(16);
         let mut table = vec![0u8; entries.len() * entry_stride as usize];
         for (slot, &(start, rows)) in entries.iter().enumerate() {
             let entry = BatchEntry {
@@ -133,7 +133,7 @@ impl GpuBackend {
             .into());
         }
         let table = {
-            let buffer = ctx.buffer("batch table", table.len() as u64, U::UNIFORM | U::COPY_DST)?;
+            let buffer = ctx.buffer("batch table", table.len() as u64, U::STORAGE | U::COPY_DST)?;
             ctx.queue.write_buffer(&buffer, 0, &table);
             buffer
         };
@@ -163,7 +163,7 @@ impl GpuBackend {
         let unused = ctx.buffer("unused binding", 16, U::STORAGE)?;
 
         let uniform = |label: &str, bytes: &[u8]| -> Result<wgpu::Buffer, GpuError> {
-            let buffer = ctx.buffer(label, bytes.len() as u64, U::UNIFORM | U::COPY_DST)?;
+            let buffer = ctx.buffer(label, bytes.len() as u64, U::STORAGE | U::COPY_DST)?;
             ctx.queue.write_buffer(&buffer, 0, bytes);
             Ok(buffer)
         };
@@ -208,7 +208,7 @@ impl GpuBackend {
             }));
         }
 
-        let update_uniform = ctx.buffer("update parameters", 16, U::UNIFORM | U::COPY_DST)?;
+        let update_uniform = ctx.buffer("update parameters", 16, U::STORAGE | U::COPY_DST)?;
         let update_group = kernels.bind(
             &ctx,
             "sgd_update",

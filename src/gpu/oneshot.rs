@@ -57,7 +57,7 @@ impl KernelRunner {
     fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> Result<wgpu::Buffer, GpuError> {
         let buffer = self
             .ctx
-            .buffer(label, std::mem::size_of::<T>() as u64, U::UNIFORM | U::COPY_DST)?;
+            .buffer(label, std::mem::size_of::<T>() as u64, U::STORAGE | U::COPY_DST)?;
         self.ctx.queue.write_buffer(&buffer, 0, bytemuck::bytes_of(value));
         Ok(buffer)
     }
@@ -79,7 +79,7 @@ impl KernelRunner {
             slot: 0,
             _pad: 0,
         };
-        let table = self.uniform("batch table", &entry)?;
+        let table = self.storage("batch table", &[entry])?;
         let batch_group = self.kernels.bind_batch_table(&self.ctx, &table);
         let group = self.kernels.bind(&self.ctx, kernel, layout, buffers);
         let mut encoder = self

@@ -8,6 +8,7 @@
 use crate::backend::{Backend, Workload};
 use crate::data::Dataset;
 use crate::error::Result;
+use crate::gpu::oneshot::KernelRunner;
 use crate::network::NetworkSpec;
 use crate::train::{self, Schedule};
 use serde::Serialize;
@@ -122,6 +123,21 @@ pub fn cpu_gemm_ceiling(n: usize, threads: usize) -> f64 {
         best = best.min(started.elapsed().as_secs_f64());
     }
     2.0 * (n * n * n) as f64 / best / 1e9
+}
+
+/// GFLOP/s of this project's matmul kernel (`matmul_forward`) on an `n × n × n` product: the
+/// GPU rows' ceiling. The best of a few timings of 3 back-to-back dispatches.
+pub fn gpu_matmul_ceiling(runner: &KernelRunner, n: usize) -> Result<f64> {
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let bias = vec![0.0f32; n];
+    // The first run compiles the kernel (software drivers compile at first use).
+    runner.timed(1, |r| r.matmul_forward(&a, &b, &bias, n, None))?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(runner.timed(3, |r| r.matmul_forward(&a, &b, &bias, n, None))?);
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }
 
 /// The table, one line per row.

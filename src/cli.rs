@@ -7,6 +7,7 @@ use crate::cpu::CpuBackend;
 use crate::data::{self, Dataset};
 use crate::error::{ConfigError, GpuError, Result};
 use crate::gpu::context::{self, AdapterKind, GpuContext};
+use crate::gpu::oneshot::KernelRunner;
 use crate::gpu::GpuBackend;
 use crate::init;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
@@ -504,6 +505,41 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
                 l2: 0.0,
             };
             let mut backend = CpuBackend::new(work, params, threads)?;
+            let row = bench::bench_network(&mut backend, spec, &train, args.batch_size, args.epochs, ceiling)?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(&row).expect("a row always serialises"))?;
+            }
+            rows.push(row);
+        }
+    }
+    if matches!(args.device, BenchDevice::Gpu | BenchDevice::All) {
+        let started = Instant::now();
+        let runner = KernelRunner::new()?;
+        runner.warm_up()?;
+        let startup = started.elapsed().as_secs_f64();
+        let adapter = runner.ctx.adapter_name();
+        // Large enough to fill a real GPU; smaller on a software adapter, which runs it on the CPU.
+        let n = if runner.ctx.kind == AdapterKind::Software { 1024 } else { 4096 };
+        let ceiling = bench::gpu_matmul_ceiling(&runner, n)?;
+        if !args.json {
+            writeln!(
+                out,
+                "gpu start-up (adapter, device, pipelines, first run of every kernel): {startup:.2} s on {adapter}\n\
+                 gpu ceiling: {n}^3 matmul_forward kernel: {ceiling:.1} GFLOP/s"
+            )?;
+        }
+        drop(runner);
+        for spec in &specs {
+            let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
+            let work = Workload {
+                spec,
+                train: &train,
+                validation: None,
+                test: None,
+                batch_size: args.batch_size,
+                l2: 0.0,
+            };
+            let mut backend = GpuBackend::new(work, &params)?;
             let row = bench::bench_network(&mut backend, spec, &train, args.batch_size, args.epochs, ceiling)?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(&row).expect("a row always serialises"))?;

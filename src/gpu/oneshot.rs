@@ -46,6 +46,19 @@ impl KernelRunner {
         })
     }
 
+    /// Runs every kernel once on tiny inputs: drivers that compile shaders at first use (lavapipe
+    /// does) compile them here, so start-up cost is measured once and not charged to an epoch.
+    pub fn warm_up(&self) -> Result<(), GpuError> {
+        let one = [0.5f32; 4];
+        self.gather_batch(&[1, 2, 3, 4], 4, &[0])?;
+        self.matmul_forward(&one, &one, &one[..2], 2, Some(Activation::Relu))?;
+        self.matmul_backward_input(&one, &one, &one, 2, 2, Activation::Relu)?;
+        self.matmul_backward_weights(&one, &one, 2, 2, 2)?;
+        self.output_loss(Output::Softmax, Loss::Ce, &one, &[0, 1], 2, true)?;
+        self.sgd_update(&one, &one, 0.1, 0.0, 2)?;
+        Ok(())
+    }
+
     fn storage<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, GpuError> {
         self.ctx.storage_with(label, data, U::COPY_SRC)
     }

@@ -129,7 +129,7 @@ pub struct TrainArgs {
     /// Passes over the training set [default: 10; xor: 200]
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
-    /// Learning rate [default: 0.1; xor: 0.5]
+    /// Learning rate [default: 0.3; xor: 0.5]
     // Negative numbers are taken as values (not flags) so that `--lr -1` gets the real reason.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
@@ -223,7 +223,7 @@ impl TrainArgs {
         };
         let schedule = Schedule {
             epochs: self.epochs.unwrap_or(pick(xor, 10, 200)),
-            lr: self.lr.unwrap_or(pick(xor, 0.1, 0.5)),
+            lr: self.lr.unwrap_or(pick(xor, 0.3, 0.5)),
             lr_decay: self.lr_decay,
             lr_decay_every: self.lr_decay_every,
         };
@@ -519,7 +519,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         let startup = started.elapsed().as_secs_f64();
         let adapter = runner.ctx.adapter_name();
         // Large enough to fill a real GPU; smaller on a software adapter, which runs it on the CPU.
-        let n = if runner.ctx.kind == AdapterKind::Software { 1024 } else { 4096 };
+        let n = if runner.ctx.kind == AdapterKind::Software {
+            1024
+        } else {
+            4096
+        };
         let ceiling = bench::gpu_matmul_ceiling(&runner, n)?;
         if !args.json {
             writeln!(

@@ -145,6 +145,10 @@ pub trait Backend {
     fn begin_epoch(&mut self, permutation: &[u32], lr: f32) -> Result<()>;
     /// One SGD step on training batch `batch` (examples `permutation[batch·size ..]`).
     fn train_batch(&mut self, batch: usize) -> Result<()>;
+    /// SGD steps on `batches`, in order. A backend may override it to set up once for them all.
+    fn train_batches(&mut self, batches: std::ops::Range<usize>) -> Result<()> {
+        batches.into_iter().try_for_each(|batch| self.train_batch(batch))
+    }
     /// Evaluates a held-out split with the current parameters.
     fn evaluate(&mut self, split: Split) -> Result<()>;
     /// Ends the epoch: waits for the device and reads the epoch's metrics (the one readback).

@@ -73,9 +73,7 @@ pub fn train(
         permutation.shuffle(rng);
         let started = Instant::now();
         backend.begin_epoch(&permutation, lr)?;
-        for batch in 0..batches {
-            backend.train_batch(batch)?;
-        }
+        backend.train_batches(0..batches)?;
         if work.validation.is_some() {
             backend.evaluate(Split::Validation)?;
         }

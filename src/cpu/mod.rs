@@ -14,6 +14,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::network::{NetworkSpec, ParamLayout};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Fewer rows than this per shard and the threads cost more than they save.
 const MIN_ROWS_PER_SHARD: usize = 16;
@@ -144,7 +145,8 @@ pub struct CpuBackend<'a> {
     layout: ParamLayout,
     params: Vec<f32>,
     shards: Vec<Shard>,
-    pool: rayon::ThreadPool,
+    /// Shared so an epoch can run inside it while the backend is borrowed (see `train_batches`).
+    pool: Arc<rayon::ThreadPool>,
     threads: usize,
     permutation: Vec<u32>,
     /// 0, 1, 2, …: the evaluation order.
@@ -189,7 +191,7 @@ impl<'a> CpuBackend<'a> {
             layout,
             params,
             shards,
-            pool,
+            pool: Arc::new(pool),
             threads,
             permutation: Vec::with_capacity(work.train.len()),
             identity: (0..eval_len as u32).collect(),
@@ -317,6 +319,13 @@ impl Backend for CpuBackend<'_> {
         self.metrics.batch_loss.push(loss);
         self.metrics.batch_correct.push(correct);
         Ok(())
+    }
+
+    /// The whole epoch's steps run inside the thread pool: the steps' own hand-overs to the pool
+    /// then cost nothing, and the threads stay awake between steps.
+    fn train_batches(&mut self, batches: std::ops::Range<usize>) -> Result<()> {
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| batches.into_iter().try_for_each(|batch| self.train_batch(batch)))
     }
 
     fn evaluate(&mut self, split: Split) -> Result<()> {

@@ -486,14 +486,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut rows = Vec::new();
     let mut out = std::io::stdout().lock();
-    if matches!(args.device, BenchDevice::Cpu | BenchDevice::All) {
-        let ceiling = bench::cpu_gemm_ceiling(2048, threads);
-        if !args.json {
-            writeln!(
-                out,
-                "cpu ceiling: 2048^3 sgemm, gemm crate, {threads} threads: {ceiling:.1} GFLOP/s"
-            )?;
-        }
+    // Times every network on one device: `make` builds its backend from a workload and weights.
+    let mut bench_device = |out: &mut std::io::StdoutLock,
+                            ceiling: f64,
+                            make: &dyn for<'w> Fn(Workload<'w>, Vec<f32>) -> Result<Box<dyn Backend + 'w>>|
+     -> Result<()> {
         for spec in &specs {
             let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
             let work = Workload {
@@ -504,13 +501,26 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
                 batch_size: args.batch_size,
                 l2: 0.0,
             };
-            let mut backend = CpuBackend::new(work, params, threads)?;
-            let row = bench::bench_network(&mut backend, spec, &train, args.batch_size, args.epochs, ceiling)?;
+            let mut backend = make(work, params)?;
+            let row = bench::bench_network(backend.as_mut(), spec, &train, args.batch_size, args.epochs, ceiling)?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(&row).expect("a row always serialises"))?;
             }
             rows.push(row);
         }
+        Ok(())
+    };
+    if matches!(args.device, BenchDevice::Cpu | BenchDevice::All) {
+        let ceiling = bench::cpu_gemm_ceiling(2048, threads);
+        if !args.json {
+            writeln!(
+                out,
+                "cpu ceiling: 2048^3 sgemm, gemm crate, {threads} threads: {ceiling:.1} GFLOP/s"
+            )?;
+        }
+        bench_device(&mut out, ceiling, &|work, params| {
+            Ok(Box::new(CpuBackend::new(work, params, threads)?))
+        })?;
     }
     if matches!(args.device, BenchDevice::Gpu | BenchDevice::All) {
         let started = Instant::now();
@@ -533,23 +543,9 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
             )?;
         }
         drop(runner);
-        for spec in &specs {
-            let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
-            let work = Workload {
-                spec,
-                train: &train,
-                validation: None,
-                test: None,
-                batch_size: args.batch_size,
-                l2: 0.0,
-            };
-            let mut backend = GpuBackend::new(work, &params)?;
-            let row = bench::bench_network(&mut backend, spec, &train, args.batch_size, args.epochs, ceiling)?;
-            if args.json {
-                writeln!(out, "{}", serde_json::to_string(&row).expect("a row always serialises"))?;
-            }
-            rows.push(row);
-        }
+        bench_device(&mut out, ceiling, &|work, params| {
+            Ok(Box::new(GpuBackend::new(work, &params)?))
+        })?;
     }
     if !args.json {
         write!(out, "{}", bench::format_table(&rows))?;

@@ -17,6 +17,7 @@ fn sgemm(
     (a_rs, a_cs): (usize, usize),
     b: &[f32],
     (b_rs, b_cs): (usize, usize),
+    parallelism: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -49,9 +50,23 @@ fn sgemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
+}
+
+/// The ops run one GEMM per thread: the backend parallelises across a batch's rows instead.
+const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
+
+/// `c = a · b` for square `n × n` matrices, the GEMM spread over `threads` threads: the CPU's
+/// ceiling in the benchmarks (the same GEMM code the ops use, at its best).
+pub fn square_matmul(c: &mut [f32], a: &[f32], b: &[f32], n: usize, threads: usize) {
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        SERIAL
+    };
+    sgemm((n, n, n), c, a, (n, 1), b, (n, 1), parallelism);
 }
 
 /// `x[r, :] = images[index[r], :] / 255` — copies a batch's examples out of the u8 dataset.
@@ -73,7 +88,7 @@ pub fn gather_batch(x: &mut [f32], labels: &mut [u8], images: &[u8], all_labels:
 pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], rows: usize) {
     let n = bias.len();
     let k = weight.len() / n;
-    sgemm((rows, n, k), out, inp, (k, 1), weight, (n, 1));
+    sgemm((rows, n, k), out, inp, (k, 1), weight, (n, 1), SERIAL);
     for row in out[..rows * n].chunks_exact_mut(n) {
         for (o, b) in row.iter_mut().zip(bias) {
             *o += b;
@@ -106,7 +121,7 @@ pub fn activation_backward(activation: Activation, d: &mut [f32], a: &[f32]) {
 pub fn matmul_backward_weights(dweight: &mut [f32], dbias: &mut [f32], dout: &[f32], inp: &[f32], rows: usize) {
     let n = dbias.len();
     let k = dweight.len() / n;
-    sgemm((k, n, rows), dweight, inp, (1, k), dout, (n, 1));
+    sgemm((k, n, rows), dweight, inp, (1, k), dout, (n, 1), SERIAL);
     dbias.fill(0.0);
     for row in dout[..rows * n].chunks_exact(n) {
         for (db, d) in dbias.iter_mut().zip(row) {
@@ -119,7 +134,7 @@ pub fn matmul_backward_weights(dweight: &mut [f32], dbias: &mut [f32], dout: &[f
 /// dinp: rows × k; dout: rows × n; weight: k × n.
 pub fn matmul_backward_input(dinp: &mut [f32], dout: &[f32], weight: &[f32], rows: usize, n: usize) {
     let k = weight.len() / n;
-    sgemm((rows, k, n), dinp, dout, (n, 1), weight, (1, n));
+    sgemm((rows, k, n), dinp, dout, (n, 1), weight, (1, n), SERIAL);
 }
 
 pub fn sigmoid(z: f32) -> f32 {

@@ -445,6 +445,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Builds a backend for a workload, from initial weights.
+type MakeBackend<'c> = dyn for<'w> Fn(Workload<'w>, Vec<f32>) -> Result<Box<dyn Backend + 'w>> + 'c;
+
 /// `gpu-mlp bench`: the epoch-time table.
 pub fn bench_command(args: &BenchArgs) -> Result<()> {
     let threads = args
@@ -487,10 +490,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut out = std::io::stdout().lock();
     // Times every network on one device: `make` builds its backend from a workload and weights.
-    let mut bench_device = |out: &mut std::io::StdoutLock,
-                            ceiling: f64,
-                            make: &dyn for<'w> Fn(Workload<'w>, Vec<f32>) -> Result<Box<dyn Backend + 'w>>|
-     -> Result<()> {
+    let mut bench_device = |out: &mut std::io::StdoutLock, ceiling: f64, make: &MakeBackend<'_>| -> Result<()> {
         for spec in &specs {
             let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
             let work = Workload {

@@ -105,7 +105,7 @@ fn a_kernel_that_fails_to_compile_is_reported_by_name() {
             message: error.to_string(),
         },
     );
-    let message = result.err().expect("an invalid shader must not compile").to_string();
+    let message = result.expect_err("an invalid shader must not compile").to_string();
     assert!(message.contains("main (shaders/broken.wgsl)"), "{message}");
     // wgpu's own description says what is wrong with the source.
     assert!(message.len() > 60, "{message}");

@@ -294,6 +294,24 @@ def run_gpu_mlp_loss(device: str, args) -> dict[str, float]:
     return losses
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (all cores, all processes), from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds used by this script and the subprocesses it has waited for."""
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -395,6 +413,7 @@ def main() -> None:
         return
 
     started = time.perf_counter()
+    busy_before, ours_before = machine_cpu_seconds(), own_cpu_seconds()
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix()] + sys.argv[1:])
     thread_counts = [int(t) for t in args.threads_list.split(",")]
     frameworks = []
@@ -430,6 +449,7 @@ def main() -> None:
                 losses.setdefault(label, {})[row["network"]] = row["train_loss"]
                 versions[framework] = row["version"]
     elapsed = time.perf_counter() - started
+    busy_after, ours_after = machine_cpu_seconds(), own_cpu_seconds()
 
     header, rows = build_table(networks, results, peers, gpu_devices)
     print()
@@ -461,6 +481,9 @@ def main() -> None:
 
     print()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}")
+    if busy_before is not None and busy_after is not None:
+        others = max(0.0, (busy_after - busy_before) - (ours_after - ours_before)) / elapsed
+        print(f"other processes used {others:.2f} cores on average during the run (0: the machine was ours)")
     for device, adapter in adapters.items():
         print(f"gpu-mlp {device}: {adapter}")
     print(

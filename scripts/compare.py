@@ -27,11 +27,14 @@ to also time `--device gpu`) in the repository this script lives in; it uses all
 
 Reproduce (from the repository root; MNIST's gzip IDX files must be in data/mnist/):
 
-    pip install numpy torch
+    pip install numpy torch     # PyPI's Linux torch wheel pulls in ~4 GB of CUDA libraries it
+                                # needs in order to import, even for the CPU; a venv keeps them apart
     python3 scripts/compare.py                 # all three networks, 3 timed epochs
     python3 scripts/compare.py --markdown      # the same, as a Markdown table for the README
 
-The numbers come from one run; on a busy machine they are noisy, so check `uptime` first.
+The numbers come from one run. On a busy machine they are noisy (the 2-thread peers worst of
+all: OpenMP/OpenBLAS threads that spin-wait slow down many-fold when the cores are shared), so
+the script ends by saying how many cores other processes used while it ran: rerun if not ~0.
 """
 
 from __future__ import annotations

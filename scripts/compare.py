@@ -264,7 +264,10 @@ def run_gpu_mlp(device: str, args) -> list[dict]:
     done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         sys.exit(f"gpu-mlp bench --device {device} failed (exit {done.returncode})")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if not rows:
+        print(f"  gpu-mlp bench --device {device} printed no rows", file=sys.stderr)
+    return rows
 
 
 def run_gpu_mlp_loss(device: str, args) -> dict[str, float]:

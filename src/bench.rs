@@ -27,6 +27,8 @@ pub struct BenchRow {
     pub gflops: f64,
     /// `gflops` as a percentage of the device's GEMM ceiling measured in the same run.
     pub percent_of_ceiling: f64,
+    /// Mean training loss of the last timed epoch: a check that the work was real.
+    pub train_loss: f64,
     /// GPU only: per epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dispatches: Option<u64>,
@@ -76,6 +78,7 @@ pub fn bench_network(
         samples_per_second: train.len() as f64 / epoch_seconds,
         gflops,
         percent_of_ceiling: 100.0 * gflops / ceiling_gflops,
+        train_loss: last.train_loss,
         dispatches: last.dispatches,
         submits: last.submits,
         readbacks: last.readbacks,

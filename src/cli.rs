@@ -245,12 +245,17 @@ impl TrainArgs {
             (mnist.train, Some(mnist.test), format!("MNIST ({})", dir.display()))
         };
         if let Some(n) = self.train_examples {
-            train = train.truncated(n.max(1));
+            if n == 0 {
+                return Err(ConfigError::ZeroTrainExamples.into());
+            }
+            train = train.truncated(n);
         }
-        let test = test.map(|t| match self.test_examples {
-            Some(n) => t.truncated(n.max(1)),
-            None => t,
-        });
+        // --test-examples 0 skips the test evaluation.
+        let test = match self.test_examples {
+            Some(0) => None,
+            Some(n) => test.map(|t| t.truncated(n)),
+            None => test,
+        };
         let validation = match self.validation {
             0 => None,
             n => Some(
@@ -421,13 +426,14 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
     )?;
     if !json {
         let last = reports.last().expect("at least one epoch");
-        let accuracy = last
-            .test_accuracy
-            .or(last.validation_accuracy)
-            .unwrap_or(last.train_accuracy);
+        let (which, accuracy) = match (last.test_accuracy, last.validation_accuracy) {
+            (Some(test), _) => ("test", test),
+            (None, Some(validation)) => ("validation", validation),
+            (None, None) => ("train", last.train_accuracy),
+        };
         writeln!(
             out,
-            "done: accuracy {:.2}% after {} epochs in {:.1} s",
+            "done: {which} accuracy {:.2}% after {} epochs in {:.1} s",
             100.0 * accuracy,
             reports.len(),
             started.elapsed().as_secs_f64()

@@ -74,6 +74,8 @@ pub enum ConfigError {
     BadL2(f32),
     #[error("--epochs must be at least 1")]
     ZeroEpochs,
+    #[error("--train-examples must be at least 1")]
+    ZeroTrainExamples,
     #[error("--threads must be at least 1")]
     ZeroThreads,
     #[error(

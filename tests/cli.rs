@@ -461,7 +461,10 @@ fn text_output_has_one_line_per_epoch() {
             assert!(line.contains("train loss") && line.contains("test acc"), "{line}");
         }
         assert!(stdout.contains("784-128-10"), "{stdout}");
-        assert!(stdout.lines().last().unwrap().starts_with("done: accuracy"), "{stdout}");
+        assert!(
+            stdout.lines().last().unwrap().starts_with("done: test accuracy"),
+            "{stdout}"
+        );
     }
 }
 
@@ -470,5 +473,5 @@ fn xor_trains_from_the_command_line() {
     let stdout = succeeds(&["--dataset", "xor", "--verbose"]);
     assert_eq!(epoch_lines(&stdout).len(), 200);
     assert!(epoch_lines(&stdout)[0].contains("lr 0.5"), "--verbose shows the lr");
-    assert!(stdout.contains("done: accuracy 100.00%"), "{stdout}");
+    assert!(stdout.contains("done: test accuracy 100.00%"), "{stdout}");
 }

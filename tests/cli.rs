@@ -443,7 +443,7 @@ fn json_validation_is_null_without_validation() {
     for epoch in &epochs {
         assert_eq!(epoch.get("validation_accuracy"), Some(&Value::Null), "{epoch:?}");
         fraction(epoch, "test_accuracy");
-        assert_eq!(number(epoch, "lr") as f32, 0.1);
+        assert_eq!(number(epoch, "lr") as f32, 0.3, "the default lr");
     }
 }
 

@@ -87,7 +87,7 @@ fn xor_is_learned_from_every_seed() {
 }
 
 /// The default network on the whole of MNIST: 784-128-10, relu, softmax, cross-entropy, He
-/// initialisation, batch 100, lr 0.1, 10 epochs.
+/// initialisation, batch 100, lr 0.3, 10 epochs: the README promises ≥ 97.5% (98.00% measured).
 #[test]
 fn mnist_default_network_reaches_97_percent() {
     let started = Instant::now();
@@ -95,14 +95,14 @@ fn mnist_default_network_reaches_97_percent() {
     let run = &trained.run;
     assert_eq!(run.spec.name(), "784-128-10");
     assert_eq!((run.train.len(), run.test.as_ref().unwrap().len()), (60_000, 10_000));
-    assert_eq!((run.schedule.epochs, run.schedule.lr, run.batch_size), (10, 0.1, 100));
+    assert_eq!((run.schedule.epochs, run.schedule.lr, run.batch_size), (10, 0.3, 100));
     let accuracy = last(&trained.reports).test_accuracy.unwrap();
     println!(
         "MNIST 784-128-10, 10 epochs: test accuracy {:.2}% in {:.1} s",
         100.0 * accuracy,
         started.elapsed().as_secs_f64()
     );
-    assert!(accuracy >= 0.97, "test accuracy {accuracy}");
+    assert!(accuracy >= 0.975, "test accuracy {accuracy}");
     let losses = losses(&trained.reports);
     assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
 }

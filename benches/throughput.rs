@@ -195,14 +195,7 @@ fn cpu_steps(c: &mut Criterion) {
     group.sample_size(20);
     for name in NETWORKS {
         let spec = spec(name);
-        let work = Workload {
-            spec: &spec,
-            train: mnist(),
-            validation: None,
-            test: None,
-            batch_size: 100,
-            l2: 0.0,
-        };
+        let work = Workload::training(&spec, mnist(), 100);
         let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
         let mut backend = CpuBackend::new(work, params, threads).unwrap();
         let permutation: Vec<u32> = (0..60_000).collect();
@@ -335,14 +328,7 @@ fn gpu_steps(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     for name in NETWORKS {
         let spec = spec(name);
-        let work = Workload {
-            spec: &spec,
-            train: mnist(),
-            validation: None,
-            test: None,
-            batch_size: 100,
-            l2: 0.0,
-        };
+        let work = Workload::training(&spec, mnist(), 100);
         let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
         let mut backend = GpuBackend::new(work, &params).unwrap();
         let permutation: Vec<u32> = (0..60_000).collect();

@@ -69,7 +69,19 @@ pub struct Workload<'a> {
     pub l2: f32,
 }
 
-impl Workload<'_> {
+impl<'a> Workload<'a> {
+    /// Training only, no held-out data and no L2: what the benchmarks time.
+    pub fn training(spec: &'a NetworkSpec, train: &'a Dataset, batch_size: usize) -> Workload<'a> {
+        Workload {
+            spec,
+            train,
+            validation: None,
+            test: None,
+            batch_size,
+            l2: 0.0,
+        }
+    }
+
     /// Training batches per epoch; the last one is smaller when the batch size does not divide.
     pub fn batches(&self) -> usize {
         self.train.len().div_ceil(self.batch_size)

@@ -47,14 +47,7 @@ pub fn bench_network(
     epochs: usize,
     ceiling_gflops: f64,
 ) -> Result<BenchRow> {
-    let work = Workload {
-        spec,
-        train,
-        validation: None,
-        test: None,
-        batch_size,
-        l2: 0.0,
-    };
+    let work = Workload::training(spec, train, batch_size);
     let schedule = Schedule {
         epochs: epochs + 1,
         lr: 0.05,

@@ -499,14 +499,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
     let mut bench_device = |out: &mut std::io::StdoutLock, ceiling: f64, make: &MakeBackend<'_>| -> Result<()> {
         for spec in &specs {
             let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
-            let work = Workload {
-                spec,
-                train: &train,
-                validation: None,
-                test: None,
-                batch_size: args.batch_size,
-                l2: 0.0,
-            };
+            let work = Workload::training(spec, &train, args.batch_size);
             let mut backend = make(work, params)?;
             let row = bench::bench_network(backend.as_mut(), spec, &train, args.batch_size, args.epochs, ceiling)?;
             if args.json {

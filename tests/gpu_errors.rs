@@ -30,14 +30,7 @@ fn a_batch_beyond_the_devices_buffer_limit_is_refused_up_front() {
         loss: Loss::Ce,
     };
     let params = vec![0.01; spec.layout().total];
-    let work = Workload {
-        spec: &spec,
-        train: &train,
-        validation: None,
-        test: None,
-        batch_size: train.len(),
-        l2: 0.0,
-    };
+    let work = Workload::training(&spec, &train, train.len());
     let result = GpuBackend::with_context(ctx, work, &params);
     if needed <= limit {
         // A device that can hold it trains it.

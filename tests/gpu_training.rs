@@ -61,12 +61,8 @@ fn spec(widths: &[usize], activation: Activation, output: Output, loss: Loss) ->
 
 fn workload<'a>(spec: &'a NetworkSpec, train: &'a Dataset, batch_size: usize, l2: f32) -> Workload<'a> {
     Workload {
-        spec,
-        train,
-        validation: None,
-        test: None,
-        batch_size,
         l2,
+        ..Workload::training(spec, train, batch_size)
     }
 }
 

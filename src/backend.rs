@@ -137,7 +137,8 @@ pub struct GpuCounters {
 /// What one epoch measured, read from the device once at its end.
 #[derive(Clone, Debug, Default)]
 pub struct EpochMetrics {
-    /// Per training batch: the sum of its examples' losses (non-finite once training diverged).
+    /// Per training batch trained this epoch, in order: the sum of its examples' losses
+    /// (non-finite once training diverged).
     pub batch_loss: Vec<f32>,
     /// Per training batch: how many of its examples were classified right.
     pub batch_correct: Vec<u32>,
@@ -145,6 +146,27 @@ pub struct EpochMetrics {
     pub test: Option<SplitMetrics>,
     /// GPU only.
     pub counters: Option<GpuCounters>,
+}
+
+/// Called after each training step with the batch's index; `Break` stops the epoch after it.
+pub type AfterBatch<'a> = dyn FnMut(usize) -> std::ops::ControlFlow<()> + Send + 'a;
+
+/// Trains `batches` one at a time on `backend`, calling `after_batch` after each: the default
+/// [`Backend::train_batches`]. Returns how many were trained.
+pub fn step_batches<B: Backend + ?Sized>(
+    backend: &mut B,
+    batches: std::ops::Range<usize>,
+    after_batch: &mut AfterBatch,
+) -> Result<usize> {
+    let mut trained = 0;
+    for batch in batches {
+        backend.train_batch(batch)?;
+        trained += 1;
+        if after_batch(batch).is_break() {
+            break;
+        }
+    }
+    Ok(trained)
 }
 
 /// A device that trains: the CPU reference or the GPU.
@@ -157,9 +179,17 @@ pub trait Backend {
     fn begin_epoch(&mut self, permutation: &[u32], lr: f32) -> Result<()>;
     /// One SGD step on training batch `batch` (examples `permutation[batch·size ..]`).
     fn train_batch(&mut self, batch: usize) -> Result<()>;
-    /// SGD steps on `batches`, in order. A backend may override it to set up once for them all.
-    fn train_batches(&mut self, batches: std::ops::Range<usize>) -> Result<()> {
-        batches.into_iter().try_for_each(|batch| self.train_batch(batch))
+    /// SGD steps on `batches`, in order; returns how many were trained. On a backend that
+    /// [`steps_each_batch`](Backend::steps_each_batch), `after_batch` is called after each step
+    /// and a `Break` from it ends the epoch there; other backends train every batch and never
+    /// call it. A backend may override this to set up once for all the batches.
+    fn train_batches(&mut self, batches: std::ops::Range<usize>, after_batch: &mut AfterBatch) -> Result<usize> {
+        step_batches(self, batches, after_batch)
+    }
+    /// True when a batch is trained by the time `train_batch` returns (the CPU); false when the
+    /// batches only run at `end_epoch` (the GPU records the epoch and submits it once).
+    fn steps_each_batch(&self) -> bool {
+        true
     }
     /// Evaluates a held-out split with the current parameters.
     fn evaluate(&mut self, split: Split) -> Result<()>;

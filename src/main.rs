@@ -1,4 +1,3 @@
-use clap::Parser;
 use gpu_mlp::cli::{self, Cli};
 use std::process::ExitCode;
 
@@ -9,7 +8,7 @@ fn main() -> ExitCode {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    match cli::run(Cli::parse()) {
+    match cli::run(Cli::parse_args()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

@@ -9,7 +9,7 @@
 
 pub mod ops;
 
-use crate::backend::{self, Backend, BatchOps, EpochMetrics, Split, SplitMetrics, Workload};
+use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, Split, SplitMetrics, Workload};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::network::{NetworkSpec, ParamLayout};
@@ -323,9 +323,9 @@ impl Backend for CpuBackend<'_> {
 
     /// The whole epoch's steps run inside the thread pool: the steps' own hand-overs to the pool
     /// then cost nothing, and the threads stay awake between steps.
-    fn train_batches(&mut self, batches: std::ops::Range<usize>) -> Result<()> {
+    fn train_batches(&mut self, batches: std::ops::Range<usize>, after_batch: &mut AfterBatch) -> Result<usize> {
         let pool = Arc::clone(&self.pool);
-        pool.install(|| batches.into_iter().try_for_each(|batch| self.train_batch(batch)))
+        pool.install(|| backend::step_batches(self, batches, after_batch))
     }
 
     fn evaluate(&mut self, split: Split) -> Result<()> {

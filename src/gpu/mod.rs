@@ -10,7 +10,7 @@ pub mod context;
 pub mod kernels;
 pub mod oneshot;
 
-use crate::backend::{self, Backend, BatchOps, EpochMetrics, GpuCounters, Split, SplitMetrics, Workload};
+use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, GpuCounters, Split, SplitMetrics, Workload};
 use crate::data::Dataset;
 use crate::error::{GpuError, Result};
 use crate::network::{NetworkSpec, ParamLayout};
@@ -72,6 +72,9 @@ pub struct GpuBackend {
     pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     counters: GpuCounters,
+    /// The training batches recorded this epoch: `first_batch ..` and how many.
+    first_batch: usize,
+    recorded_batches: usize,
 }
 
 /// Rows of each batch of a split of `examples` cut into batches of `size`.
@@ -304,6 +307,8 @@ impl GpuBackend {
             pass: None,
             encoder: None,
             counters: GpuCounters::default(),
+            first_batch: 0,
+            recorded_batches: 0,
             ctx,
         })
     }
@@ -458,12 +463,34 @@ impl Backend for GpuBackend {
         self.encoder = Some(encoder);
         self.pass = Some(pass);
         self.counters = GpuCounters::default();
+        self.recorded_batches = 0;
         Ok(())
     }
 
     fn train_batch(&mut self, batch: usize) -> Result<()> {
+        if self.recorded_batches == 0 {
+            self.first_batch = batch;
+        }
+        assert_eq!(
+            batch,
+            self.first_batch + self.recorded_batches,
+            "batches are recorded in order"
+        );
         self.record_batch(Split3::Train, batch, true);
+        self.recorded_batches += 1;
         Ok(())
+    }
+
+    /// Records every batch: they run when the epoch is submitted, at `end_epoch`, so there is
+    /// no point between them to report or stop at (`after_batch` is never called).
+    fn train_batches(&mut self, batches: std::ops::Range<usize>, _after_batch: &mut AfterBatch) -> Result<usize> {
+        let count = batches.len();
+        batches.into_iter().try_for_each(|batch| self.train_batch(batch))?;
+        Ok(count)
+    }
+
+    fn steps_each_batch(&self) -> bool {
+        false
     }
 
     fn evaluate(&mut self, split: Split) -> Result<()> {
@@ -489,12 +516,11 @@ impl Backend for GpuBackend {
             .map_read(&self.metrics_staging, "reading the epoch's metrics")?;
         self.counters.readbacks += 1;
         let slot = |i: usize| (values[2 * i], values[2 * i + 1]);
-        let train = &self.train;
+        let trained = self.first_batch..self.first_batch + self.recorded_batches;
+        let entry = |b: usize| self.train.first_entry + b;
         let mut metrics = EpochMetrics {
-            batch_loss: (0..train.batches).map(|b| slot(train.first_entry + b).0).collect(),
-            batch_correct: (0..train.batches)
-                .map(|b| slot(train.first_entry + b).1 as u32)
-                .collect(),
+            batch_loss: trained.clone().map(|b| slot(entry(b)).0).collect(),
+            batch_correct: trained.map(|b| slot(entry(b)).1 as u32).collect(),
             counters: Some(self.counters),
             ..EpochMetrics::default()
         };

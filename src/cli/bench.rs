@@ -1,0 +1,151 @@
+//! `gpu-mlp bench`: times whole training epochs of the reference networks on each device,
+//! beside the device's own matmul ceiling measured in the same run.
+
+use super::train::check_settings;
+use super::{default_data_dir, threads_or_all};
+use crate::backend::{Backend, Workload};
+use crate::bench;
+use crate::cpu::CpuBackend;
+use crate::data;
+use crate::error::{ConfigError, Result};
+use crate::gpu::context::AdapterKind;
+use crate::gpu::oneshot::KernelRunner;
+use crate::gpu::GpuBackend;
+use crate::init;
+use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
+use crate::train::Schedule;
+use clap::{Args, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Which devices to time.
+    #[arg(long, value_enum, default_value_t = BenchDevice::All)]
+    pub device: BenchDevice,
+    /// Networks to time, as dash-separated widths, comma-separated.
+    #[arg(long, default_value = "784-64-10,784-128-10,784-512-512-10")]
+    pub networks: String,
+    /// Examples per SGD step.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Timed epochs per network (after one warm-up epoch); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// CPU threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Folder with the MNIST IDX files [default: data/mnist]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON object per row instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchDevice {
+    Cpu,
+    Gpu,
+    All,
+}
+
+/// Builds a backend for a workload, from initial weights.
+type MakeBackend<'c> = dyn for<'w> Fn(Workload<'w>, Vec<f32>) -> Result<Box<dyn Backend + 'w>> + 'c;
+
+/// `gpu-mlp bench`: the epoch-time table.
+pub fn bench_command(args: &BenchArgs) -> Result<()> {
+    let threads = threads_or_all(args.threads);
+    check_settings(
+        &Schedule {
+            epochs: args.epochs,
+            lr: 0.1,
+            lr_decay: 1.0,
+            lr_decay_every: 1,
+        },
+        args.batch_size,
+        0.0,
+        threads,
+    )?;
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let train = data::load_mnist(&dir)?.train;
+    if args.batch_size > train.len() {
+        return Err(ConfigError::BatchTooLarge {
+            batch: args.batch_size,
+            examples: train.len(),
+        }
+        .into());
+    }
+    let specs: Vec<NetworkSpec> = args
+        .networks
+        .split(',')
+        .map(|name| {
+            let spec = NetworkSpec {
+                widths: parse_widths(name)?,
+                activation: Activation::Relu,
+                output: Output::Softmax,
+                loss: Loss::Ce,
+            };
+            spec.check(train.features, train.classes)?;
+            Ok(spec)
+        })
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    let mut out = std::io::stdout().lock();
+    // Times every network on one device: `make` builds its backend from a workload and weights.
+    let mut bench_device = |out: &mut std::io::StdoutLock, ceiling: f64, make: &MakeBackend<'_>| -> Result<()> {
+        for spec in &specs {
+            let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
+            let work = Workload::training(spec, &train, args.batch_size);
+            let mut backend = make(work, params)?;
+            let row = bench::bench_network(backend.as_mut(), spec, &train, args.batch_size, args.epochs, ceiling)?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(&row).expect("a row always serialises"))?;
+            }
+            rows.push(row);
+        }
+        Ok(())
+    };
+    if matches!(args.device, BenchDevice::Cpu | BenchDevice::All) {
+        let ceiling = bench::cpu_gemm_ceiling(2048, threads);
+        if !args.json {
+            writeln!(
+                out,
+                "cpu ceiling: 2048^3 sgemm, gemm crate, {threads} threads: {ceiling:.1} GFLOP/s"
+            )?;
+        }
+        bench_device(&mut out, ceiling, &|work, params| {
+            Ok(Box::new(CpuBackend::new(work, params, threads)?))
+        })?;
+    }
+    if matches!(args.device, BenchDevice::Gpu | BenchDevice::All) {
+        let started = Instant::now();
+        let runner = KernelRunner::new()?;
+        runner.warm_up()?;
+        let startup = started.elapsed().as_secs_f64();
+        let adapter = runner.ctx.adapter_name();
+        // Large enough to fill a real GPU; smaller on a software adapter, which runs it on the CPU.
+        let n = if runner.ctx.kind == AdapterKind::Software {
+            1024
+        } else {
+            4096
+        };
+        let ceiling = bench::gpu_matmul_ceiling(&runner, n)?;
+        if !args.json {
+            writeln!(
+                out,
+                "gpu start-up (adapter, device, pipelines, first run of every kernel): {startup:.2} s on {adapter}\n\
+                 gpu ceiling: {n}^3 matmul_forward kernel: {ceiling:.1} GFLOP/s"
+            )?;
+        }
+        drop(runner);
+        bench_device(&mut out, ceiling, &|work, params| {
+            Ok(Box::new(GpuBackend::new(work, &params)?))
+        })?;
+    }
+    if !args.json {
+        write!(out, "{}", bench::format_table(&rows))?;
+    }
+    Ok(())
+}

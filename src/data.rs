@@ -15,15 +15,17 @@
 //!         n × rows × columns pixels, row-major, 0 = paper … 255 = ink; or n labels, each 0..=9
 //! ```
 //!
-//! The files are small (MNIST's largest is 47 MB), so each one is read whole into memory and only then checked
-//! against its header. That way a corrupt header (say one claiming 4 billion images) is caught by
-//! comparing numbers, never by trying to allocate what it claims.
+//! Each file is read as a stream: the header first, then exactly the body it announces, so memory
+//! never holds more than the file's real data, and a corrupt header (say one claiming 4 billion
+//! images) or a gzip stream that inflates without end is refused by comparing numbers, never by
+//! trying to allocate what it claims. Gzip files are read as `gzip -d` reads them: several
+//! concatenated members, and trailing zero padding (as tape and some archivers leave), are fine.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 
 /// MNIST images are `MNIST_SIDE × MNIST_SIDE` pixels.
 pub const MNIST_SIDE: usize = 28;
@@ -39,9 +41,9 @@ const LABELS_MAGIC: u32 = 0x0801;
 /// Header sizes: magic + count (+ rows + cols for images).
 const IMAGES_HEADER: usize = 16;
 const LABELS_HEADER: usize = 8;
-/// No MNIST-like file comes near this; the cap stops a hostile gzip file that inflates to many
-/// gigabytes (a "zip bomb") from exhausting memory.
-const MAX_FILE_BYTES: u64 = 1 << 30;
+/// No MNIST-like file comes near this (EMNIST's largest is 640 MB); the cap stops a hostile
+/// header or gzip file that claims or inflates to many gigabytes (a "zip bomb").
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// The four MNIST files, as (training images, training labels, test images, test labels).
 const MNIST_FILES: [&str; 4] = [
@@ -152,10 +154,10 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
 /// Reads one IDX image file (magic 2051, gz or raw) and returns (pixels, count).
 /// Requires rows = cols = 28, so the pixels are `count × 784` bytes.
 pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, usize), DataError> {
-    let mut bytes = read_maybe_gz(path, MAX_FILE_BYTES)?;
-    check_magic(path, &bytes, IMAGES_MAGIC, IMAGES_HEADER)?;
-    let count = be_u32(&bytes, 4);
-    let (rows, cols) = (be_u32(&bytes, 8), be_u32(&bytes, 12));
+    let mut stream = IdxStream::open(path, MAX_FILE_BYTES)?;
+    let header = stream.header(IMAGES_MAGIC, IMAGES_HEADER)?;
+    let count = be_u32(&header, 4);
+    let (rows, cols) = (be_u32(&header, 8), be_u32(&header, 12));
     if rows as usize != MNIST_SIDE || cols as usize != MNIST_SIDE {
         return Err(DataError::WrongDims {
             path: path.to_path_buf(),
@@ -164,27 +166,24 @@ pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, usize), DataError> {
         });
     }
     // u64 arithmetic: u32::MAX × 784 cannot overflow it, and nothing is allocated from it.
-    let expected = u64::from(count) * MNIST_PIXELS as u64;
-    check_body_len(path, "image", count, expected, bytes.len() - IMAGES_HEADER)?;
-    bytes.drain(..IMAGES_HEADER);
-    Ok((bytes, count as usize))
+    let pixels = stream.body("image", count, u64::from(count) * MNIST_PIXELS as u64)?;
+    Ok((pixels, count as usize))
 }
 
 /// Reads one IDX label file (magic 2049, gz or raw); every label must be < 10.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut bytes = read_maybe_gz(path, MAX_FILE_BYTES)?;
-    check_magic(path, &bytes, LABELS_MAGIC, LABELS_HEADER)?;
-    let count = be_u32(&bytes, 4);
-    check_body_len(path, "label", count, u64::from(count), bytes.len() - LABELS_HEADER)?;
-    bytes.drain(..LABELS_HEADER);
-    if let Some(index) = bytes.iter().position(|&l| l as usize >= MNIST_CLASSES) {
+    let mut stream = IdxStream::open(path, MAX_FILE_BYTES)?;
+    let header = stream.header(LABELS_MAGIC, LABELS_HEADER)?;
+    let count = be_u32(&header, 4);
+    let labels = stream.body("label", count, u64::from(count))?;
+    if let Some(index) = labels.iter().position(|&l| l as usize >= MNIST_CLASSES) {
         return Err(DataError::BadLabel {
             path: path.to_path_buf(),
             index,
-            value: bytes[index],
+            value: labels[index],
         });
     }
-    Ok(bytes)
+    Ok(labels)
 }
 
 /// Everything that can go wrong while loading data. Each message names the file, says what was
@@ -204,6 +203,24 @@ pub enum DataError {
     )]
     FileMissing { dir: PathBuf, tried: Vec<String> },
 
+    #[error(
+        "{path} is {kind}, not a file: put the MNIST file itself there, or point `--data-dir` at \
+         the folder that holds the four files"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+
+    #[error(
+        "{first} and {second} are two copies of the same MNIST file with different contents, so \
+         which one to train on would be a guess: remove (or rename) the one that is wrong"
+    )]
+    Ambiguous { first: PathBuf, second: PathBuf },
+
+    #[error(
+        "{images} holds 0 examples: there is nothing to train or test on; copy the files again \
+         from the repository's data/mnist"
+    )]
+    NoExamples { images: PathBuf },
+
     #[error("could not read {path} ({source}); check that it is a readable file")]
     Io { path: PathBuf, source: io::Error },
 
@@ -219,6 +236,19 @@ pub enum DataError {
 
     #[error("{path} is a corrupt gzip stream ({source}); copy it again from the repository's data/mnist")]
     CorruptGzip { path: PathBuf, source: io::Error },
+
+    #[error(
+        "{path}: its header promises {count} {kind}s ({expected} bytes of data), more than the \
+         {limit} bytes this program reads from one file; the header is corrupt or it is not an \
+         MNIST-style file"
+    )]
+    HeaderTooLarge {
+        path: PathBuf,
+        kind: &'static str,
+        count: u32,
+        expected: u64,
+        limit: u64,
+    },
 
     #[error("{path} holds more than {limit} bytes (after decompression), far more than any MNIST-style file; check that it is the right file")]
     TooLarge { path: PathBuf, limit: u64 },
@@ -272,7 +302,7 @@ pub enum DataError {
         kind: &'static str,
         count: u32,
         expected: u64,
-        found: usize,
+        found: u64,
     },
 
     #[error(
@@ -284,7 +314,7 @@ pub enum DataError {
         kind: &'static str,
         count: u32,
         expected: u64,
-        found: usize,
+        found: u64,
     },
 
     #[error(
@@ -311,18 +341,72 @@ pub enum DataError {
     ValidationTooLarge { requested: usize, len: usize },
 }
 
-/// Finds the file for base name `name` in `dir` under its accepted spellings, in this order:
-/// `NAME.gz`, `NAME`, then the same with a dot before "idx" (`train-images.idx3-ubyte`).
+/// Finds the file for base name `name` in `dir` under its accepted spellings: `NAME.gz`,
+/// `NAME`, and the same with a dot before "idx" (`train-images.idx3-ubyte`). A path that exists
+/// but is not a regular file (a folder, a FIFO, a link that leads nowhere) is an error naming
+/// what it is. When several spellings exist, they must hold the same data (as after
+/// `gunzip -k`): the first is used; if they differ, the choice would be a guess, so it is an
+/// error naming both.
 fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     let dotted = name.replacen("-idx", ".idx", 1);
     let tried = [format!("{name}.gz"), name.to_string(), format!("{dotted}.gz"), dotted];
-    match tried.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
-        Some(path) => Ok(path),
-        None => Err(DataError::FileMissing {
+    let mut found = Vec::new();
+    for path in tried.iter().map(|n| dir.join(n)) {
+        if let Some(kind) = not_a_file(&path) {
+            return Err(DataError::NotAFile { path, kind });
+        }
+        if path.is_file() {
+            found.push(path);
+        }
+    }
+    let Some(first) = found.first() else {
+        return Err(DataError::FileMissing {
             dir: dir.to_path_buf(),
             tried: tried.to_vec(),
-        }),
+        });
+    };
+    if let Some(other) = found[1..].iter().find(|other| !same_data(first, other)) {
+        return Err(DataError::Ambiguous {
+            first: first.clone(),
+            second: other.clone(),
+        });
     }
+    Ok(first.clone())
+}
+
+/// What stands at `path` when it exists but is not a regular file (following symbolic links),
+/// for messages; None when it is a file or does not exist at all.
+fn not_a_file(path: &Path) -> Option<&'static str> {
+    let link = std::fs::symlink_metadata(path).ok()?;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(_) if link.file_type().is_symlink() => {
+            return Some("a symbolic link that leads nowhere (dangling, or a loop)")
+        }
+        Err(_) => return None,
+    };
+    let kind = meta.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if kind.is_file() => None,
+        _ if kind.is_dir() => Some("a folder"),
+        _ if kind.is_fifo() => Some("a named pipe (FIFO)"),
+        _ if kind.is_socket() => Some("a socket"),
+        _ if kind.is_block_device() || kind.is_char_device() => Some("a device"),
+        _ => Some("not a regular file"),
+    }
+}
+
+/// Whether two spellings of one IDX file hold the same data once decompressed (both read the
+/// same way as the trainer reads them; any read error counts as different).
+fn same_data(a: &Path, b: &Path) -> bool {
+    let read = |path: &Path| -> Option<Vec<u8>> {
+        let mut stream = IdxStream::open(path, MAX_FILE_BYTES).ok()?;
+        let mut all = Vec::new();
+        (&mut stream.reader).take(MAX_FILE_BYTES).read_to_end(&mut all).ok()?;
+        Some(all)
+    };
+    matches!((read(a), read(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Loads an image file and its label file, and checks they describe the same examples.
@@ -337,6 +421,11 @@ fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset, DataErro
             label_count: labels.len(),
         });
     }
+    if image_count == 0 {
+        return Err(DataError::NoExamples {
+            images: images_path.to_path_buf(),
+        });
+    }
     Ok(Dataset {
         images,
         labels,
@@ -345,69 +434,195 @@ fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset, DataErro
     })
 }
 
-/// Reads a whole file, decompressing it if it starts with the gzip magic bytes 1f 8b.
-/// At most `limit` bytes are accepted, before or after decompression.
-fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
-    let io_err = |source: io::Error| match source.kind() {
-        io::ErrorKind::NotFound => DataError::FileMissing {
-            dir: path.parent().unwrap_or(Path::new("")).to_path_buf(),
-            tried: vec![path
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())],
-        },
-        _ => DataError::Io {
+/// An IDX file opened for reading, decompressed on the fly when it starts with the gzip magic
+/// bytes 1f 8b (whatever its name, except that a `.gz` name on a non-gzip file is an error).
+struct IdxStream<'p> {
+    path: &'p Path,
+    reader: Box<dyn Read>,
+    gzip: bool,
+    /// Most bytes accepted after decompression.
+    limit: u64,
+}
+
+impl<'p> IdxStream<'p> {
+    fn open(path: &'p Path, limit: u64) -> Result<IdxStream<'p>, DataError> {
+        if let Some(kind) = not_a_file(path) {
+            return Err(DataError::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
+        let file = File::open(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => DataError::FileMissing {
+                dir: path.parent().unwrap_or(Path::new("")).to_path_buf(),
+                tried: vec![path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())],
+            },
+            _ => DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let mut file = BufReader::new(file);
+        let first = file.fill_buf().map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
-        },
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let raw = read_limited(BufReader::new(file), limit).map_err(|e| match e {
-        ReadError::Io(source) => io_err(source),
-        ReadError::TooLarge => DataError::TooLarge {
-            path: path.to_path_buf(),
+        })?;
+        let named_gz = path.extension().is_some_and(|e| e == "gz");
+        let gzip = first.starts_with(&[0x1f, 0x8b]) || (first == [0x1f] && named_gz);
+        let reader: Box<dyn Read> = match first {
+            [] => {
+                return Err(DataError::Empty {
+                    path: path.to_path_buf(),
+                })
+            }
+            _ if gzip => Box::new(GzMembers::new(file)),
+            _ if named_gz => {
+                return Err(DataError::NotGzip {
+                    path: path.to_path_buf(),
+                    first: first[..first.len().min(2)].to_vec(),
+                })
+            }
+            _ => Box::new(file),
+        };
+        Ok(IdxStream {
+            path,
+            reader,
+            gzip,
             limit,
-        },
-    })?;
+        })
+    }
 
-    let named_gz = path.extension().is_some_and(|e| e == "gz");
-    match raw.as_slice() {
-        [] => Err(DataError::Empty {
-            path: path.to_path_buf(),
-        }),
-        [0x1f, 0x8b, ..] => {
-            // MultiGz: also reads files made of several concatenated gzip members, as `zcat` does.
-            read_limited(MultiGzDecoder::new(raw.as_slice()), limit).map_err(|e| match e {
-                ReadError::Io(source) => DataError::CorruptGzip {
-                    path: path.to_path_buf(),
-                    source,
-                },
-                ReadError::TooLarge => DataError::TooLarge {
-                    path: path.to_path_buf(),
-                    limit,
-                },
-            })
+    /// A read error: a corrupt gzip stream, or the file itself.
+    fn error(&self, source: io::Error) -> DataError {
+        let path = self.path.to_path_buf();
+        if self.gzip {
+            DataError::CorruptGzip { path, source }
+        } else {
+            DataError::Io { path, source }
         }
-        _ if named_gz => Err(DataError::NotGzip {
-            path: path.to_path_buf(),
-            first: raw[..raw.len().min(2)].to_vec(),
-        }),
-        _ => Ok(raw),
+    }
+
+    /// Reads up to `limit` bytes (fewer only at the end of the data).
+    fn read_up_to(&mut self, limit: u64) -> Result<Vec<u8>, DataError> {
+        let mut out = Vec::new();
+        match (&mut self.reader).take(limit).read_to_end(&mut out) {
+            Ok(_) => Ok(out),
+            Err(source) => Err(self.error(source)),
+        }
+    }
+
+    /// Reads the `len`-byte header of an IDX file whose magic number should be `magic`.
+    fn header(&mut self, magic: u32, len: usize) -> Result<Vec<u8>, DataError> {
+        let header = self.read_up_to(len as u64)?;
+        check_magic(self.path, &header, magic, len)?;
+        Ok(header)
+    }
+
+    /// Reads the body: exactly `expected` bytes for `count` items of `kind`. Shorter data is
+    /// truncated, longer data means a wrong header; neither reads more than the limit allows.
+    fn body(&mut self, kind: &'static str, count: u32, expected: u64) -> Result<Vec<u8>, DataError> {
+        let path = self.path.to_path_buf();
+        let too_large = |limit| DataError::TooLarge {
+            path: path.clone(),
+            limit,
+        };
+        if expected > self.limit {
+            return Err(DataError::HeaderTooLarge {
+                path,
+                kind,
+                count,
+                expected,
+                limit: self.limit,
+            });
+        }
+        let body = self.read_up_to(expected + 1)?;
+        let found = body.len() as u64;
+        if found > self.limit {
+            return Err(too_large(self.limit));
+        }
+        if found < expected {
+            return Err(DataError::Truncated {
+                path,
+                kind,
+                count,
+                expected,
+                found,
+            });
+        }
+        if found > expected {
+            // Count the rest without keeping it, up to the limit.
+            let rest = io::copy(&mut (&mut self.reader).take(self.limit - found + 1), &mut io::sink())
+                .map_err(|source| self.error(source))?;
+            if found + rest > self.limit {
+                return Err(too_large(self.limit));
+            }
+            return Err(DataError::TrailingBytes {
+                path,
+                kind,
+                count,
+                expected,
+                found: found + rest,
+            });
+        }
+        Ok(body)
     }
 }
 
-enum ReadError {
-    Io(io::Error),
-    TooLarge,
+/// The decompressed bytes of a gzip file, as `gzip -d` reads it: every member in turn (a file
+/// may be several gzip streams concatenated), then only zero bytes of padding allowed after the
+/// last one. Anything else after the data is an error.
+struct GzMembers<R: BufRead> {
+    member: Option<GzDecoder<R>>,
 }
 
-/// `read_to_end`, but failing once more than `limit` bytes come out.
-fn read_limited(reader: impl Read, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let mut out = Vec::new();
-    reader.take(limit + 1).read_to_end(&mut out).map_err(ReadError::Io)?;
-    if out.len() as u64 > limit {
-        return Err(ReadError::TooLarge);
+impl<R: BufRead> GzMembers<R> {
+    fn new(reader: R) -> GzMembers<R> {
+        GzMembers {
+            member: Some(GzDecoder::new(reader)),
+        }
     }
-    Ok(out)
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(member) = self.member.as_mut() {
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This member is done: what follows decides.
+            let mut rest = self.member.take().expect("a member").into_inner();
+            match rest.fill_buf()?.first() {
+                None => return Ok(0),
+                Some(0x1f) => self.member = Some(GzDecoder::new(rest)),
+                Some(0) => {
+                    loop {
+                        let chunk = rest.fill_buf()?;
+                        if chunk.is_empty() {
+                            return Ok(0);
+                        }
+                        if chunk.iter().any(|&b| b != 0) {
+                            break;
+                        }
+                        let len = chunk.len();
+                        rest.consume(len);
+                    }
+                    return Err(trailing_garbage());
+                }
+                Some(_) => return Err(trailing_garbage()),
+            }
+        }
+        Ok(0)
+    }
+}
+
+fn trailing_garbage() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "bytes that are neither gzip data nor zero padding follow the last gzip member",
+    )
 }
 
 /// Bytes as `1f 8b`, for messages.
@@ -471,46 +686,115 @@ fn kind_of(magic: u32) -> &'static str {
     }
 }
 
-/// The data after the header must be exactly as long as the header says: shorter means the file
-/// was cut off, longer means the header's count is wrong.
-fn check_body_len(path: &Path, kind: &'static str, count: u32, expected: u64, found: usize) -> Result<(), DataError> {
-    let path = path.to_path_buf();
-    match (found as u64).cmp(&expected) {
-        std::cmp::Ordering::Less => Err(DataError::Truncated {
-            path,
-            kind,
-            count,
-            expected,
-            found,
-        }),
-        std::cmp::Ordering::Greater => Err(DataError::TrailingBytes {
-            path,
-            kind,
-            count,
-            expected,
-            found,
-        }),
-        std::cmp::Ordering::Equal => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
-    /// The size cap cannot be reached by a fast integration test (it is 1 GiB), so it is tested
-    /// here with a small limit: a gzip stream that inflates past the limit must be refused.
-    #[test]
-    fn refuses_output_beyond_the_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bomb.gz");
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&vec![0u8; 10_000]).unwrap();
-        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
 
-        assert_eq!(read_maybe_gz(&path, 10_000).unwrap().len(), 10_000);
-        let err = read_maybe_gz(&path, 9_999).unwrap_err();
-        assert!(matches!(err, DataError::TooLarge { limit: 9_999, .. }), "{err}");
+    /// A label file of `count` labels 0..=9 repeating.
+    fn labels(count: u32) -> Vec<u8> {
+        let mut bytes = vec![0, 0, 8, 1];
+        bytes.extend(count.to_be_bytes());
+        bytes.extend((0..count).map(|i| (i % 10) as u8));
+        bytes
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// The size cap cannot be reached by a fast test (it is 1 GiB), so it is tested here with a
+    /// small limit: a header promising more than the limit is refused before anything is read,
+    /// and a stream that goes on past the limit is refused while it streams.
+    #[test]
+    fn refuses_headers_and_streams_beyond_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "bomb.gz", &gzip(&labels(10_000)));
+        let mut stream = IdxStream::open(&path, 9_999).unwrap();
+        stream.header(LABELS_MAGIC, LABELS_HEADER).unwrap();
+        let err = stream.body("label", 10_000, 10_000).unwrap_err();
+        assert!(matches!(err, DataError::HeaderTooLarge { limit: 9_999, .. }), "{err}");
+
+        // A header promising 10 labels, then 10 000 more bytes: counted, not kept, up to the limit.
+        let mut bytes = labels(10);
+        bytes.extend(vec![0u8; 10_000]);
+        let path = write(dir.path(), "long.gz", &gzip(&bytes));
+        let mut stream = IdxStream::open(&path, 100_000).unwrap();
+        stream.header(LABELS_MAGIC, LABELS_HEADER).unwrap();
+        let err = stream.body("label", 10, 10).unwrap_err();
+        assert!(matches!(err, DataError::TrailingBytes { found: 10_010, .. }), "{err}");
+        let mut stream = IdxStream::open(&path, 5_000).unwrap();
+        stream.header(LABELS_MAGIC, LABELS_HEADER).unwrap();
+        let err = stream.body("label", 10, 10).unwrap_err();
+        assert!(matches!(err, DataError::TooLarge { limit: 5_000, .. }), "{err}");
+    }
+
+    /// What `gzip -d` accepts: concatenated members, and zero padding after the last one.
+    #[test]
+    fn reads_gzip_members_and_zero_padding_like_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = labels(1000);
+        let mut members = gzip(&whole[..300]);
+        members.extend(gzip(&whole[300..]));
+        let path = write(dir.path(), "members.gz", &members);
+        assert!(read_idx_labels(&path).unwrap() == whole[8..]);
+
+        let mut padded = gzip(&whole);
+        padded.extend(vec![0u8; 20_000]);
+        let path = write(dir.path(), "padded.gz", &padded);
+        assert!(read_idx_labels(&path).unwrap() == whole[8..]);
+
+        let mut garbage = gzip(&whole);
+        garbage.extend([0, 0, 7]);
+        let path = write(dir.path(), "garbage.gz", &garbage);
+        let err = read_idx_labels(&path).unwrap_err();
+        assert!(matches!(err, DataError::CorruptGzip { .. }), "{err}");
+        assert!(err.to_string().contains("neither gzip data nor zero padding"), "{err}");
+    }
+
+    #[test]
+    fn names_what_stands_where_a_file_should_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("a-folder");
+        std::fs::create_dir(&folder).unwrap();
+        let err = IdxStream::open(&folder, 100).err().unwrap();
+        assert!(matches!(err, DataError::NotAFile { kind: "a folder", .. }), "{err}");
+
+        let fifo = dir.path().join("a-fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let err = IdxStream::open(&fifo, 100).err().unwrap();
+        assert!(err.to_string().contains("named pipe"), "{err}");
+
+        let looped = dir.path().join("loop");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        let err = IdxStream::open(&looped, 100).err().unwrap();
+        assert!(err.to_string().contains("symbolic link that leads nowhere"), "{err}");
+    }
+
+    #[test]
+    fn two_spellings_must_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "t10k-labels-idx1-ubyte";
+        write(dir.path(), &format!("{name}.gz"), &gzip(&labels(20)));
+        write(dir.path(), name, &labels(20));
+        assert_eq!(find(dir.path(), name).unwrap(), dir.path().join(format!("{name}.gz")));
+
+        write(dir.path(), name, &labels(21));
+        let err = find(dir.path(), name).unwrap_err();
+        assert!(matches!(err, DataError::Ambiguous { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{name}.gz")) && message.contains("different contents"),
+            "{message}"
+        );
     }
 }

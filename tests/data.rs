@@ -313,6 +313,7 @@ fn wrong_dims() {
 #[test]
 fn mismatched_counts() {
     let tmp = synthetic_dir();
+    fs::remove_file(tmp.path().join(TRAIN_IMAGES)).unwrap();
     fs::copy(
         shipped_dir().join(format!("{TRAIN_IMAGES}.gz")),
         tmp.path().join(format!("{TRAIN_IMAGES}.gz")),
@@ -384,7 +385,8 @@ fn label_out_of_range() {
     );
 }
 
-/// A header claiming 4 billion images (3 TB) must be caught by comparing sizes, not by allocating.
+/// A header claiming 4 billion images (3 TB) must be caught by comparing sizes, not by allocating
+/// or reading what it claims.
 #[test]
 fn absurd_image_count() {
     let tmp = synthetic_dir();
@@ -397,9 +399,9 @@ fn absurd_image_count() {
     assert!(
         matches!(
             err,
-            DataError::Truncated {
+            DataError::HeaderTooLarge {
                 count: u32::MAX,
-                found: 2352,
+                expected: 3_367_254_359_280,
                 ..
             }
         ),
@@ -407,7 +409,30 @@ fn absurd_image_count() {
     );
     // The same through the single-file reader.
     let err = read_idx_images(&tmp.path().join(TRAIN_IMAGES)).unwrap_err();
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
+    assert!(matches!(err, DataError::HeaderTooLarge { .. }), "{err:?}");
+}
+
+/// A header claiming more images than follow, within the size limit, is a truncated file.
+#[test]
+fn more_images_promised_than_follow() {
+    let tmp = synthetic_dir();
+    fs::write(
+        tmp.path().join(TRAIN_IMAGES),
+        idx_images(1000, 28, 28, 3 * MNIST_PIXELS),
+    )
+    .unwrap();
+    let err = load_err(tmp.path(), TRAIN_IMAGES);
+    assert!(
+        matches!(
+            err,
+            DataError::Truncated {
+                count: 1000,
+                found: 2352,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -30,6 +30,13 @@ pub enum Error {
     Output(#[from] std::io::Error),
 }
 
+impl Error {
+    /// True when standard output's reader has gone away (a closed pipe).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 /// A setting that cannot describe a trainable run.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {

@@ -57,7 +57,7 @@ fn mnist() -> &'static Dataset {
 
 fn spec(name: &str) -> NetworkSpec {
     NetworkSpec {
-        widths: gpu_mlp::network::parse_widths(name).unwrap(),
+        widths: gpu_mlp::network::parse_widths(gpu_mlp::error::WidthsFlag::Networks, name).unwrap(),
         activation: Activation::Relu,
         output: Output::Softmax,
         loss: Loss::Ce,

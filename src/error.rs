@@ -1,6 +1,8 @@
 //! Every way a run can fail, as types. The CLI prints the one sentence each carries and exits 1.
 
 use crate::data::DataError;
+use crate::footprint::human_bytes;
+use std::fmt;
 use thiserror::Error;
 
 /// A run's failure: bad data, a bad setting, a GPU fault, or training that diverged.
@@ -14,7 +16,7 @@ pub enum Error {
     Gpu(#[from] GpuError),
     #[error(
         "training diverged: the loss became {value} at epoch {epoch}, batch {batch} of {batches} \
-         (lr {lr}); try a smaller --lr, e.g. {suggested}"
+         (lr {lr}, l2 {l2}); {hint}"
     )]
     Diverged {
         epoch: usize,
@@ -22,7 +24,9 @@ pub enum Error {
         batches: usize,
         value: String,
         lr: f32,
-        suggested: f32,
+        l2: f32,
+        /// What to change, given the settings (see [`Error::divergence_hint`]).
+        hint: String,
     },
     #[error("cannot start {threads} CPU threads: {message}")]
     Threads { threads: usize, message: String },
@@ -31,38 +35,112 @@ pub enum Error {
 }
 
 impl Error {
+    /// What most likely made a run with learning rate `lr` and L2 decay `l2` diverge.
+    pub fn divergence_hint(lr: f32, l2: f32) -> String {
+        let shrink = lr * l2;
+        if shrink >= 0.5 {
+            // Each step multiplies the weights by (1 - lr·l2) before the gradient: at 1 and
+            // beyond they flip sign and grow.
+            format!(
+                "--l2 {l2} with --lr {lr} multiplies the weights by {:.3} at every step, which \
+                 cannot settle: lower --l2 to well below 1/lr (e.g. {})",
+                1.0 - shrink,
+                0.01 / lr
+            )
+        } else {
+            format!(
+                "try a smaller --lr, e.g. {}; if a small lr diverges too, look at --init (uniform \
+                 and normal draw large weights) and at --loss (mse with sigmoid saturates)",
+                lr / 10.0
+            )
+        }
+    }
+
     /// True when standard output's reader has gone away (a closed pipe).
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Error::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
     }
 }
 
+/// The flag a list of layer widths came from, so that messages use the syntax of the command
+/// that was run: `train --layers 784,128,10`, `bench --networks 784-128-10,784-64-10`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WidthsFlag {
+    Layers,
+    Networks,
+}
+
+impl WidthsFlag {
+    /// A valid value of the flag, for messages.
+    pub fn example(self) -> &'static str {
+        match self {
+            WidthsFlag::Layers => "784,128,10",
+            WidthsFlag::Networks => "784-128-10 (several: 784-128-10,784-64-10)",
+        }
+    }
+}
+
+impl fmt::Display for WidthsFlag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WidthsFlag::Layers => "--layers",
+            WidthsFlag::Networks => "--networks",
+        })
+    }
+}
+
 /// A setting that cannot describe a trainable run.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
-    #[error("--layers '{text}' is not a list of widths: write them like 784,128,10")]
-    BadLayers { text: String },
-    #[error("--layers {layers} needs at least two widths: the input and the classes, e.g. 784,128,10")]
-    TooFewLayers { layers: String },
-    #[error("--layers {layers} has a layer of width 0 (position {position}): every layer needs at least one unit")]
-    ZeroWidth { layers: String, position: usize },
+    #[error("{flag} '{text}' is not a list of widths: write them like {}", .flag.example())]
+    BadLayers { flag: WidthsFlag, text: String },
     #[error(
-        "--layers {layers} starts with {inputs} inputs but the data has {features} features per example: \
+        "{flag} {layers} needs at least two widths: the input and the classes, e.g. {}",
+        .flag.example()
+    )]
+    TooFewLayers { flag: WidthsFlag, layers: String },
+    #[error("{flag} {layers} has a layer of width 0 (position {position}): every layer needs at least one unit")]
+    ZeroWidth {
+        flag: WidthsFlag,
+        layers: String,
+        position: usize,
+    },
+    #[error(
+        "{flag} {layers} starts with {inputs} inputs but the data has {features} features per example: \
          make the first width {features}"
     )]
     InputMismatch {
+        flag: WidthsFlag,
         layers: String,
         inputs: usize,
         features: usize,
     },
     #[error(
-        "--layers {layers} ends with {outputs} outputs but the data has {classes} classes: \
+        "{flag} {layers} ends with {outputs} outputs but the data has {classes} classes: \
          make the last width {classes}"
     )]
     OutputMismatch {
+        flag: WidthsFlag,
         layers: String,
         outputs: usize,
         classes: usize,
+    },
+    #[error("{flag} {layers} has more parameters than this machine can address: make the layers narrower")]
+    TooManyParameters { flag: WidthsFlag, layers: String },
+    #[error("the {what} of this run need more bytes than this machine can address")]
+    Unaddressable { what: &'static str },
+    #[error(
+        "this run needs {} of memory but {} is free ({limited_by}); the largest part is the {largest} \
+         ({}): use a smaller {fix}",
+        human_bytes(*.needed), human_bytes(*.available), human_bytes(*.largest_bytes)
+    )]
+    OutOfMemory {
+        needed: u64,
+        available: u64,
+        limited_by: &'static str,
+        largest: &'static str,
+        largest_bytes: u64,
+        fix: String,
     },
     #[error("--batch-size must be at least 1")]
     ZeroBatch,
@@ -79,6 +157,12 @@ pub enum ConfigError {
     ZeroDecayEvery,
     #[error("--l2 must be zero or positive, got {0}")]
     BadL2(f32),
+    #[error(
+        "--l2 {l2} with --lr {lr} multiplies the weights by 1 - lr·l2 = {} at every step, so \
+         training cannot converge: use an --l2 well below 2/lr = {} (typically 1e-4 to 1e-2)",
+        1.0 - .lr * .l2, 2.0 / .lr
+    )]
+    L2TooLarge { l2: f32, lr: f32 },
     #[error("--epochs must be at least 1")]
     ZeroEpochs,
     #[error("--train-examples must be at least 1")]

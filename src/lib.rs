@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod footprint;
 pub mod gpu;
 pub mod init;
 pub mod network;

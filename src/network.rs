@@ -7,7 +7,7 @@
 //!   layout): every weight matrix first, layer by layer, then every bias vector. Weights come
 //!   first so that L2 decay, which applies to weights only, covers one range `[0, weight_count)`.
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, WidthsFlag};
 use clap::ValueEnum;
 use serde::Serialize;
 use std::fmt;
@@ -92,17 +92,22 @@ impl NetworkSpec {
     }
 
     /// Checks that the widths describe a network that can be trained on data with `features`
-    /// inputs and `classes` classes.
-    pub fn check(&self, features: usize, classes: usize) -> Result<(), ConfigError> {
+    /// inputs and `classes` classes; errors name `flag`, where the widths came from.
+    pub fn check(&self, flag: WidthsFlag, features: usize, classes: usize) -> Result<(), ConfigError> {
         let name = self.name();
         if self.widths.len() < 2 {
-            return Err(ConfigError::TooFewLayers { layers: name });
+            return Err(ConfigError::TooFewLayers { flag, layers: name });
         }
         if let Some(position) = self.widths.iter().position(|&w| w == 0) {
-            return Err(ConfigError::ZeroWidth { layers: name, position });
+            return Err(ConfigError::ZeroWidth {
+                flag,
+                layers: name,
+                position,
+            });
         }
         if self.widths[0] != features {
             return Err(ConfigError::InputMismatch {
+                flag,
                 layers: name,
                 inputs: self.widths[0],
                 features,
@@ -111,12 +116,26 @@ impl NetworkSpec {
         let outputs = *self.widths.last().expect("at least two widths");
         if outputs != classes {
             return Err(ConfigError::OutputMismatch {
+                flag,
                 layers: name,
                 outputs,
                 classes,
             });
         }
+        if self.parameter_count().is_none() {
+            return Err(ConfigError::TooManyParameters { flag, layers: name });
+        }
         Ok(())
+    }
+
+    /// Weights and biases of every layer, or None when the count overflows (absurd widths):
+    /// checked here so that nothing downstream multiplies widths unchecked.
+    pub fn parameter_count(&self) -> Option<usize> {
+        self.widths.windows(2).try_fold(0usize, |sum, w| {
+            let layer = w[0].checked_mul(w[1])?.checked_add(w[1])?;
+            // Elements are 4 bytes: keep their byte count addressable too.
+            layer.checked_add(sum).filter(|&n| n.checked_mul(4).is_some())
+        })
     }
 
     /// Where each layer's weights and biases sit in the flat parameter buffer.
@@ -134,13 +153,14 @@ impl NetworkSpec {
     }
 }
 
-/// Parses "784,128,10" (or "784-128-10") into widths.
-pub fn parse_widths(text: &str) -> Result<Vec<usize>, ConfigError> {
+/// Parses "784,128,10" (or "784-128-10") into widths; errors name `flag`.
+pub fn parse_widths(flag: WidthsFlag, text: &str) -> Result<Vec<usize>, ConfigError> {
     text.split([',', '-'])
         .map(|part| {
-            part.trim()
-                .parse::<usize>()
-                .map_err(|_| ConfigError::BadLayers { text: text.to_string() })
+            part.trim().parse::<usize>().map_err(|_| ConfigError::BadLayers {
+                flag,
+                text: text.to_string(),
+            })
         })
         .collect()
 }
@@ -233,9 +253,10 @@ mod tests {
 
     #[test]
     fn widths_parse_with_commas_or_dashes() {
-        assert_eq!(parse_widths("784,128,10").unwrap(), vec![784, 128, 10]);
-        assert_eq!(parse_widths("784-64-10").unwrap(), vec![784, 64, 10]);
-        assert!(parse_widths("784,,10").is_err());
-        assert!(parse_widths("784,x,10").is_err());
+        let parse = |text| parse_widths(WidthsFlag::Layers, text);
+        assert_eq!(parse("784,128,10").unwrap(), vec![784, 128, 10]);
+        assert_eq!(parse("784-64-10").unwrap(), vec![784, 64, 10]);
+        assert!(parse("784,,10").is_err());
+        assert!(parse("784,x,10").is_err());
     }
 }

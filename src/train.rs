@@ -23,7 +23,8 @@ impl Schedule {
     /// The learning rate of epoch `epoch` (counted from 1).
     pub fn lr_at(&self, epoch: usize) -> f32 {
         let decays = (epoch - 1) / self.lr_decay_every;
-        self.lr * self.lr_decay.powi(decays as i32)
+        // Past 2³¹ decays the factor is 0 (decay < 1) or 1 (decay = 1) either way.
+        self.lr * self.lr_decay.powi(decays.min(i32::MAX as usize) as i32)
     }
 }
 
@@ -139,7 +140,8 @@ pub fn run(
         examples,
         "the position is for another training set"
     );
-    let mut reports = Vec::with_capacity(schedule.epochs.saturating_sub(position.epochs_done));
+    // Grown as epochs finish: --epochs may be any number.
+    let mut reports = Vec::new();
     let mut stop = false;
     while position.epochs_done < schedule.epochs && !stop {
         let epoch = position.epochs_done + 1;
@@ -175,7 +177,8 @@ pub fn run(
                 batches,
                 value: metrics.batch_loss[b].to_string(),
                 lr,
-                suggested: lr / 10.0,
+                l2: work.l2,
+                hint: Error::divergence_hint(lr, work.l2),
             });
         }
         position.partial_loss += metrics.batch_loss.iter().map(|&l| l as f64).sum::<f64>();

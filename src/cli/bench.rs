@@ -2,15 +2,14 @@
 //! beside the device's own matmul ceiling measured in the same run.
 
 use super::train::check_settings;
-use super::{default_data_dir, threads_or_all};
+use super::{build_backend, check_fits, default_data_dir, open_device, threads_or_all, DeviceChoice, OpenDevice};
 use crate::backend::{Backend, Workload};
 use crate::bench;
 use crate::cpu::CpuBackend;
 use crate::data;
-use crate::error::{ConfigError, Result};
+use crate::error::{ConfigError, Result, WidthsFlag};
 use crate::gpu::context::AdapterKind;
 use crate::gpu::oneshot::KernelRunner;
-use crate::gpu::GpuBackend;
 use crate::init;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
 use crate::train::Schedule;
@@ -51,8 +50,13 @@ pub enum BenchDevice {
     All,
 }
 
-/// Builds a backend for a workload, from initial weights.
-type MakeBackend<'c> = dyn for<'w> Fn(Workload<'w>, Vec<f32>) -> Result<Box<dyn Backend + 'w>> + 'c;
+/// Builds a backend for a workload, checking first that it fits, then drawing its weights.
+type MakeBackend<'c> = dyn for<'w> Fn(Workload<'w>) -> Result<Box<dyn Backend + 'w>> + 'c;
+
+/// Every row starts from the same He-initialised weights (seed 1).
+fn initial_params(work: &Workload) -> Vec<f32> {
+    init::init_params(&work.spec.layout(), Init::He, &mut init::rng(1))
+}
 
 /// `gpu-mlp bench`: the epoch-time table.
 pub fn bench_command(args: &BenchArgs) -> Result<()> {
@@ -82,12 +86,12 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         .split(',')
         .map(|name| {
             let spec = NetworkSpec {
-                widths: parse_widths(name)?,
+                widths: parse_widths(WidthsFlag::Networks, name)?,
                 activation: Activation::Relu,
                 output: Output::Softmax,
                 loss: Loss::Ce,
             };
-            spec.check(train.features, train.classes)?;
+            spec.check(WidthsFlag::Networks, train.features, train.classes)?;
             Ok(spec)
         })
         .collect::<Result<_>>()?;
@@ -96,9 +100,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
     // Times every network on one device: `make` builds its backend from a workload and weights.
     let mut bench_device = |out: &mut std::io::StdoutLock, ceiling: f64, make: &MakeBackend<'_>| -> Result<()> {
         for spec in &specs {
-            let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
-            let work = Workload::training(spec, &train, args.batch_size);
-            let mut backend = make(work, params)?;
+            let mut backend = make(Workload::training(spec, &train, args.batch_size))?;
             let row = bench::bench_network(backend.as_mut(), spec, &train, args.batch_size, args.epochs, ceiling)?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(&row).expect("a row always serialises"))?;
@@ -108,6 +110,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         Ok(())
     };
     if matches!(args.device, BenchDevice::Cpu | BenchDevice::All) {
+        // Every network must fit before the ceiling is measured.
+        for spec in &specs {
+            let work = Workload::training(spec, &train, args.batch_size);
+            check_fits(&OpenDevice::Cpu, &work, WidthsFlag::Networks, threads)?;
+        }
         let ceiling = bench::cpu_gemm_ceiling(2048, threads);
         if !args.json {
             writeln!(
@@ -115,8 +122,9 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
                 "cpu ceiling: 2048^3 sgemm, gemm crate, {threads} threads: {ceiling:.1} GFLOP/s"
             )?;
         }
-        bench_device(&mut out, ceiling, &|work, params| {
-            Ok(Box::new(CpuBackend::new(work, params, threads)?))
+        bench_device(&mut out, ceiling, &|work| {
+            check_fits(&OpenDevice::Cpu, &work, WidthsFlag::Networks, threads)?;
+            Ok(Box::new(CpuBackend::new(work, initial_params(&work), threads)?))
         })?;
     }
     if matches!(args.device, BenchDevice::Gpu | BenchDevice::All) {
@@ -140,8 +148,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
             )?;
         }
         drop(runner);
-        bench_device(&mut out, ceiling, &|work, params| {
-            Ok(Box::new(GpuBackend::new(work, &params)?))
+        bench_device(&mut out, ceiling, &|work| {
+            let device = open_device(DeviceChoice::Gpu)?;
+            check_fits(&device, &work, WidthsFlag::Networks, threads)?;
+            let params = initial_params(&work);
+            build_backend(device, work, params, threads)
         })?;
     }
     if !args.json {

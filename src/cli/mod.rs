@@ -10,7 +10,8 @@ pub use train::{train_command, DatasetName, Preset, Run, TrainArgs};
 
 use crate::backend::{Backend, Workload};
 use crate::cpu::CpuBackend;
-use crate::error::{GpuError, Result};
+use crate::error::{GpuError, Result, WidthsFlag};
+use crate::footprint::{Footprint, Memory};
 use crate::gpu::context::{self, AdapterKind, GpuContext};
 use crate::gpu::GpuBackend;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -84,31 +85,44 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// `--threads`, or every core the machine has.
-pub fn threads_or_all(threads: Option<usize>) -> usize {
-    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+/// The cores this machine has.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Whether `--device` asks for the GPU: `auto` takes a hardware GPU if there is one.
-fn wants_gpu(device: DeviceChoice) -> bool {
-    match device {
-        DeviceChoice::Cpu => false,
-        DeviceChoice::Gpu => true,
-        DeviceChoice::Auto => context::has_hardware_gpu(),
+/// `--threads`, or every core the machine has; more threads than cores are capped at the cores,
+/// saying so (they would only take turns, and each holds its own gradients).
+pub fn threads_or_all(threads: Option<usize>) -> usize {
+    match threads {
+        Some(n) if n > cores() => {
+            eprintln!(
+                "note: --threads {n} is more than the {} cores this machine has; using {}",
+                cores(),
+                cores()
+            );
+            cores()
+        }
+        Some(n) => n,
+        None => cores(),
     }
 }
 
-/// Makes the backend `device` asks for, for `work`, starting from `params`. `--device auto`
-/// takes a hardware GPU if there is one, else the CPU; `--device gpu` falls back to a software
-/// adapter, saying so on stderr.
-pub fn make_backend<'a>(
-    device: DeviceChoice,
-    work: Workload<'a>,
-    params: Vec<f32>,
-    threads: usize,
-) -> Result<Box<dyn Backend + 'a>> {
-    if !wants_gpu(device) {
-        return Ok(Box::new(CpuBackend::new(work, params, threads)?));
+/// What `--device` resolved to, opened.
+pub enum OpenDevice {
+    Cpu,
+    Gpu(Box<GpuContext>),
+}
+
+/// Opens the device `device` asks for. `--device auto` takes a hardware GPU if there is one,
+/// else the CPU; `--device gpu` falls back to a software adapter, saying so on stderr.
+pub fn open_device(device: DeviceChoice) -> Result<OpenDevice> {
+    let use_gpu = match device {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Gpu => true,
+        DeviceChoice::Auto => context::has_hardware_gpu(),
+    };
+    if !use_gpu {
+        return Ok(OpenDevice::Cpu);
     }
     let ctx = GpuContext::new()?;
     if ctx.kind == AdapterKind::Software {
@@ -117,7 +131,46 @@ pub fn make_backend<'a>(
             ctx.adapter_name()
         );
     }
-    Ok(Box::new(GpuBackend::with_context(ctx, work, &params)?))
+    Ok(OpenDevice::Gpu(Box::new(ctx)))
+}
+
+/// Refuses `work` up front when what the backend would allocate for it does not fit in the
+/// memory this process can take (see [`crate::footprint`]). A hardware GPU's own memory cannot
+/// be queried through wgpu: there the backend checks each buffer against the adapter's limits.
+/// `widths` names the flag the layer widths came from.
+pub fn check_fits(device: &OpenDevice, work: &Workload, widths: WidthsFlag, threads: usize) -> Result<()> {
+    let footprint = match device {
+        OpenDevice::Cpu => Footprint::cpu(work, widths, threads, 0)?,
+        OpenDevice::Gpu(ctx) if ctx.kind == AdapterKind::Software => Footprint::gpu(work, widths, 0)?,
+        OpenDevice::Gpu(_) => return Ok(()),
+    };
+    Ok(footprint.check(Memory::available())?)
+}
+
+/// The backend for `work` on an open device, starting from `params`.
+pub fn build_backend<'a>(
+    device: OpenDevice,
+    work: Workload<'a>,
+    params: Vec<f32>,
+    threads: usize,
+) -> Result<Box<dyn Backend + 'a>> {
+    Ok(match device {
+        OpenDevice::Cpu => Box::new(CpuBackend::new(work, params, threads)?),
+        OpenDevice::Gpu(ctx) => Box::new(GpuBackend::with_context(*ctx, work, &params)?),
+    })
+}
+
+/// Opens the device `device` asks for, checks that `work` fits, and builds its backend from
+/// `params`.
+pub fn make_backend<'a>(
+    device: DeviceChoice,
+    work: Workload<'a>,
+    params: Vec<f32>,
+    threads: usize,
+) -> Result<Box<dyn Backend + 'a>> {
+    let device = open_device(device)?;
+    check_fits(&device, &work, WidthsFlag::Layers, threads)?;
+    build_backend(device, work, params, threads)
 }
 
 /// `--list-devices`: every adapter wgpu can see.
@@ -138,7 +191,7 @@ pub fn list_devices() -> Result<()> {
             a.name, a.backend, a.device_type, a.driver
         )?;
     }
-    writeln!(out, "cpu  [{} threads]", threads_or_all(None))?;
+    writeln!(out, "cpu  [{} threads]", cores())?;
     Ok(())
 }
 

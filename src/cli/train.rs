@@ -1,10 +1,10 @@
 //! `gpu-mlp train` (the default command): its flags, each dataset's defaults, the checks that
 //! turn flags into a [`Run`], and the run itself.
 
-use super::{default_data_dir, make_backend, threads_or_all, DeviceChoice};
+use super::{build_backend, check_fits, default_data_dir, open_device, threads_or_all, DeviceChoice};
 use crate::backend::{Backend, Workload};
 use crate::data::{self, Dataset};
-use crate::error::{ConfigError, Result};
+use crate::error::{ConfigError, Result, WidthsFlag};
 use crate::init;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
 use crate::report;
@@ -208,7 +208,7 @@ impl TrainArgs {
         let preset = self.dataset.preset();
         let layers = self.layers.as_deref().unwrap_or(preset.layers);
         let spec = NetworkSpec {
-            widths: parse_widths(layers)?,
+            widths: parse_widths(WidthsFlag::Layers, layers)?,
             activation: self.activation.unwrap_or(preset.activation),
             output: self.output,
             loss: self.loss,
@@ -247,7 +247,7 @@ impl TrainArgs {
                     })?,
             ),
         };
-        spec.check(train.features, train.classes)?;
+        spec.check(WidthsFlag::Layers, train.features, train.classes)?;
         if batch_size > train.len() {
             return Err(ConfigError::BatchTooLarge {
                 batch: batch_size,
@@ -319,6 +319,11 @@ pub(super) fn check_settings(
     if !(l2.is_finite() && l2 >= 0.0) {
         return Err(ConfigError::BadL2(l2));
     }
+    // Each step multiplies the weights by (1 - lr·l2) before the gradient: from lr·l2 = 2 on,
+    // that factor is -1 or beyond and the weights can only grow.
+    if schedule.lr * l2 >= 2.0 {
+        return Err(ConfigError::L2TooLarge { l2, lr: schedule.lr });
+    }
     if schedule.epochs == 0 {
         return Err(ConfigError::ZeroEpochs);
     }
@@ -358,10 +363,12 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
     }
     let run = args.resolve()?;
     let work = run.workload();
+    let started = Instant::now();
+    let device = open_device(run.device)?;
+    check_fits(&device, &work, WidthsFlag::Layers, run.threads)?;
     let mut rng = init::rng(run.seed);
     let params = init::init_params(&run.spec.layout(), run.init, &mut rng);
-    let started = Instant::now();
-    let mut backend = make_backend(run.device, work, params, run.threads)?;
+    let mut backend = build_backend(device, work, params, run.threads)?;
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(

@@ -12,12 +12,11 @@ pub mod ops;
 use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, Split, SplitMetrics, Workload};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::footprint::{shard_count, shard_rows};
 use crate::network::{NetworkSpec, ParamLayout};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Fewer rows than this per shard and the threads cost more than they save.
-const MIN_ROWS_PER_SHARD: usize = 16;
 /// Parameters updated per parallel task.
 const UPDATE_CHUNK: usize = 1 << 14;
 
@@ -165,11 +164,9 @@ impl<'a> CpuBackend<'a> {
             "parameter buffer does not match the network"
         );
         let threads = threads.max(1);
-        let capacity = (1..=work.max_rows())
-            .map(|rows| rows.div_ceil(shard_count(rows, threads)))
-            .max()
-            .unwrap_or(1);
-        let shards = (0..threads)
+        // Sized as crate::footprint estimates them: the shards of the largest batch.
+        let capacity = shard_rows(work.max_rows(), threads);
+        let shards = (0..shard_count(work.max_rows(), threads))
             .map(|_| Shard::new(&work.spec.widths, capacity, layout.total))
             .collect();
         let pool = rayon::ThreadPoolBuilder::new()
@@ -276,11 +273,6 @@ impl<'a> CpuBackend<'a> {
             Split::Test => self.work.test,
         }
     }
-}
-
-/// How many shards a batch of `rows` is cut into.
-fn shard_count(rows: usize, threads: usize) -> usize {
-    rows.div_ceil(MIN_ROWS_PER_SHARD).clamp(1, threads.min(64))
 }
 
 impl Backend for CpuBackend<'_> {

@@ -139,13 +139,17 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
         } else {
             4096
         };
-        let ceiling = bench::gpu_matmul_ceiling(&runner, n)?;
         if !args.json {
             writeln!(
                 out,
-                "gpu start-up (adapter, device, pipelines, first run of every kernel): {startup:.2} s on {adapter}\n\
-                 gpu ceiling: {n}^3 matmul_forward kernel: {ceiling:.1} GFLOP/s"
+                "gpu start-up (adapter, device, pipelines, first run of every kernel): {startup:.2} s on {adapter}"
             )?;
+            out.flush()?;
+        }
+        let ceiling = bench::gpu_matmul_ceiling(&runner, n)?;
+        if !args.json {
+            writeln!(out, "gpu ceiling: {n}^3 matmul_forward kernel: {ceiling:.1} GFLOP/s")?;
+            out.flush()?;
         }
         drop(runner);
         bench_device(&mut out, ceiling, &|work| {

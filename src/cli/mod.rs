@@ -59,11 +59,31 @@ impl Cli {
         Cli::from_arg_matches(&matches)
     }
 
-    /// Parses the process's arguments; prints help, the version or the usage error and exits
-    /// as clap does.
+    /// Parses the process's arguments. `--help` and `--version` print and exit 0; a usage error
+    /// prints one sentence (clap's, with its tips) and exits 1, like every other error.
     pub fn parse_args() -> Cli {
-        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit()
+            }
+            eprintln!("{}", usage_error_sentence(&e.render().to_string()));
+            std::process::exit(1)
+        })
     }
+}
+
+/// clap's usage error as one line: its first sentence, its tips and the possible values in
+/// brackets, and where to look.
+/// "error: unexpected argument '--lr-decya' found (tip: a similar argument exists:
+/// '--lr-decay'); see gpu-mlp --help"
+fn usage_error_sentence(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut sentence = lines.next().unwrap_or("error: invalid arguments").to_string();
+    for tip in lines.filter(|l| l.starts_with("tip:") || l.starts_with("[possible values")) {
+        sentence += &format!(" ({})", tip.trim_start_matches('[').trim_end_matches(']'));
+    }
+    sentence + "; see gpu-mlp --help"
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

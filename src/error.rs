@@ -32,6 +32,10 @@ pub enum Error {
     Threads { threads: usize, message: String },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    MetricsFile(#[from] crate::metrics_file::MetricsFileError),
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
 }
 
 impl Error {

@@ -2,12 +2,10 @@ use gpu_mlp::cli::{self, Cli};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Mesa's Vulkan loader prints "error: XDG_RUNTIME_DIR is invalid" when it is unset (as on
-    // a headless server), though we never open a window. Point it at the temp folder first,
-    // while the process has one thread.
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
+    // Before any thread starts: give Mesa a valid XDG_RUNTIME_DIR if it lacks one (it would
+    // print a warning on every device open; see the function). Every wgpu instance the library
+    // creates calls this too; here it runs while the process has one thread.
+    gpu_mlp::gpu::context::prepare_environment();
     let cli = Cli::parse_args();
     if !stdout_is_open() {
         eprintln!(

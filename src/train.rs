@@ -33,6 +33,8 @@ impl Schedule {
 pub struct EpochReport {
     pub epoch: usize,
     pub epochs: usize,
+    /// The layer widths, "784-128-10".
+    pub network: String,
     /// Mean loss over the epoch's training examples, each taken as its batch was trained.
     pub train_loss: f64,
     /// Fraction of the epoch's training examples classified right as their batch was trained.
@@ -194,6 +196,7 @@ pub fn run(
         let report = EpochReport {
             epoch,
             epochs: schedule.epochs,
+            network: work.spec.name(),
             train_loss: position.partial_loss / examples as f64,
             train_accuracy: position.partial_correct as f64 / examples as f64,
             test_loss: metrics.test.map(|m| m.mean_loss()),

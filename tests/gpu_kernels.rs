@@ -12,13 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 /// One device for the whole binary; the tests take turns on it.
-static RUNNER: LazyLock<Mutex<KernelRunner>> = LazyLock::new(|| {
-    // Mesa's loader complains on stderr when XDG_RUNTIME_DIR is unset (the binary sets it too).
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    Mutex::new(KernelRunner::new().expect("a GPU adapter (lavapipe will do) to run the kernels on"))
-});
+static RUNNER: LazyLock<Mutex<KernelRunner>> =
+    LazyLock::new(|| Mutex::new(KernelRunner::new().expect("a GPU adapter (lavapipe will do) to run the kernels on")));
 
 fn runner() -> MutexGuard<'static, KernelRunner> {
     // A failed test must not take the others down with it: the runner holds no broken state.

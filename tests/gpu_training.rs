@@ -34,19 +34,7 @@ fn test_set(n: usize) -> Dataset {
     MNIST.test.truncated(n)
 }
 
-/// Mesa's Vulkan loader complains on stderr when XDG_RUNTIME_DIR is unset; the binary sets it,
-/// and so does every test here before it touches wgpu.
-fn quiet_mesa() {
-    static QUIET: std::sync::Once = std::sync::Once::new();
-    QUIET.call_once(|| {
-        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-            std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
-        }
-    });
-}
-
 fn gpu_backend(work: Workload, params: &[f32]) -> GpuBackend {
-    quiet_mesa();
     GpuBackend::new(work, params).expect("a GPU adapter (lavapipe will do)")
 }
 
@@ -480,7 +468,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
 
 /// The name a software adapter must have here: Mesa's lavapipe.
 fn expect_llvmpipe() -> bool {
-    quiet_mesa();
     !list_adapters().iter().any(|a| a.kind == AdapterKind::Hardware)
 }
 

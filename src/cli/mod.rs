@@ -1,11 +1,14 @@
-//! The command line: `gpu-mlp [train] [OPTIONS]` (train is the default) and `gpu-mlp bench`.
+//! The command line: `gpu-mlp [train] [OPTIONS]` (train is the default), `gpu-mlp bench`,
+//! `gpu-mlp plot` and `gpu-mlp completions`.
 //! Each subcommand lives in its own module: its flags, how they are checked, and what it runs.
 //! This module holds the parser and what the subcommands share (devices, the data folder).
 
 mod bench;
+mod plot;
 mod train;
 
 pub use bench::{bench_command, BenchArgs, BenchDevice};
+pub use plot::{plot_command, PlotArgs};
 pub use train::{train_command, DatasetName, Preset, Run, TrainArgs};
 
 use crate::backend::{Backend, Workload};
@@ -38,6 +41,13 @@ pub enum Command {
     Train(TrainArgs),
     /// Time whole training epochs of the reference networks and print a table.
     Bench(BenchArgs),
+    /// Draw saved runs (--metrics-out or --json files) to a PNG or SVG, to compare them.
+    Plot(PlotArgs),
+    /// Print a shell completion script: `source <(gpu-mlp completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Cli {
@@ -215,11 +225,42 @@ pub fn list_devices() -> Result<()> {
     Ok(())
 }
 
+/// Installs a logger for wgpu's (and the Vulkan backend's) log lines, on stderr, only when
+/// `--verbose` or `RUST_LOG` asks for them: by default they are off. `RUST_LOG` chooses the
+/// lines (`RUST_LOG=wgpu_hal=debug`); `--verbose` alone shows warnings and wgpu's info lines.
+pub fn init_logging(verbose: bool) {
+    if !verbose && std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    let env = env_logger::Env::default().default_filter_or("warn,wgpu_core=info,wgpu_hal=info");
+    // Only fails if a logger is already installed (a library user's own): keep theirs.
+    let _ = env_logger::Builder::from_env(env).format_timestamp(None).try_init();
+}
+
+/// `gpu-mlp completions SHELL`: the completion script, from the same parser that runs.
+fn completions(shell: clap_complete::Shell) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut Cli::command_with_presets(), "gpu-mlp", &mut out);
+    out.flush()?;
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Some(Command::Train(args)) => train_command(&args),
-        Some(Command::Bench(args)) => bench_command(&args),
-        None => train_command(&cli.train),
+        Some(Command::Train(args)) => {
+            init_logging(args.verbose);
+            train_command(&args)
+        }
+        Some(Command::Bench(args)) => {
+            init_logging(false);
+            bench_command(&args)
+        }
+        Some(Command::Plot(args)) => plot_command(&args),
+        Some(Command::Completions { shell }) => completions(shell),
+        None => {
+            init_logging(cli.train.verbose);
+            train_command(&cli.train)
+        }
     }
 }

@@ -6,7 +6,10 @@ use crate::backend::{Backend, Workload};
 use crate::data::{self, Dataset};
 use crate::error::{ConfigError, Result, WidthsFlag};
 use crate::init;
+use crate::metrics_file::MetricsFile;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
+use crate::plot::{self, Curves};
+use crate::progress::{self, Progress};
 use crate::report;
 use crate::train::{self, EpochReport, Observer, Position, Schedule};
 use clap::{Args, ValueEnum};
@@ -158,9 +161,21 @@ pub struct TrainArgs {
     /// Print one JSON object per epoch on stdout instead of the text table.
     #[arg(long)]
     pub json: bool,
-    /// Show the learning rate and, on the GPU, dispatches / submits / readbacks per epoch.
+    /// Show the learning rate and, on the GPU, dispatches / submits / readbacks per epoch; and
+    /// wgpu's log lines on stderr (RUST_LOG chooses them too).
     #[arg(long, short)]
     pub verbose: bool,
+    /// No progress bar. (The bar shows only when stderr is a terminal, never with --json; the
+    /// epoch lines print either way: they are the run's record.)
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Also write each epoch to FILE as the run goes (flushed each epoch): CSV with a header row
+    /// if FILE ends in .csv, else one JSON object per line, with the keys of --json.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_out: Option<PathBuf>,
+    /// At the end, draw accuracy and loss against the epoch to FILE (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
     /// List the GPU adapters wgpu can see, and exit.
     #[arg(long)]
     pub list_devices: bool,
@@ -333,14 +348,37 @@ pub(super) fn check_settings(
     Ok(())
 }
 
-/// What a training run shows: one line (or JSON object) per epoch on stdout.
+/// What a training run shows: one line (or JSON object) per epoch on stdout, a progress bar on
+/// stderr while an epoch trains, and each epoch in the metrics file.
 struct Printer {
     json: bool,
     verbose: bool,
+    progress: Option<Progress>,
+    metrics: Option<MetricsFile>,
 }
 
 impl Observer for Printer {
+    fn epoch_started(&mut self, epoch: usize, first: usize, batches: usize) {
+        if let Some(progress) = &mut self.progress {
+            progress.epoch_started(epoch, first, batches);
+        }
+    }
+
+    fn batch_done(&mut self, batch: usize) -> ControlFlow<()> {
+        if let Some(progress) = &mut self.progress {
+            progress.batch_done(batch);
+        }
+        ControlFlow::Continue(())
+    }
+
     fn epoch_done(&mut self, report: &EpochReport, _: &Position, _: &mut dyn Backend) -> Result<ControlFlow<()>> {
+        // The bar goes before the line is printed: the lines are never garbled.
+        if let Some(progress) = &mut self.progress {
+            progress.epoch_done(report.epoch, report.seconds);
+        }
+        if let Some(metrics) = &mut self.metrics {
+            metrics.write(report)?;
+        }
         let mut out = std::io::stdout().lock();
         if self.json {
             writeln!(
@@ -362,6 +400,11 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         return super::list_devices();
     }
     let run = args.resolve()?;
+    // The files a run writes are checked before it spends any time.
+    let metrics = args.metrics_out.as_deref().map(MetricsFile::create).transpose()?;
+    if let Some(path) = &args.plot {
+        plot::check_path(path)?;
+    }
     let work = run.workload();
     let started = Instant::now();
     let device = open_device(run.device)?;
@@ -399,9 +442,27 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
     let mut printer = Printer {
         json: args.json,
         verbose: args.verbose,
+        progress: (!args.json && !args.quiet && progress::wanted())
+            .then(|| Progress::new(backend.steps_each_batch(), run.schedule.epochs)),
+        metrics,
     };
     let start = Position::start(rng, run.train.len());
     let outcome = train::run(backend.as_mut(), &work, &run.schedule, start, &mut printer)?;
+    drop(printer);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} {}, {} output, {} loss · batch {}, lr {} · {} · {}",
+            run.spec.name(),
+            run.spec.activation,
+            run.spec.output,
+            run.spec.loss,
+            run.batch_size,
+            run.schedule.lr,
+            run.dataset_name.split(" (").next().unwrap_or_default(),
+            backend.adapter()
+        );
+        plot::draw(&[Curves::from_reports("", &outcome.reports)], &title, path)?;
+    }
     if !args.json {
         let last = outcome.reports.last().expect("at least one epoch");
         let (which, accuracy) = match (last.test_accuracy, last.validation_accuracy) {
@@ -416,6 +477,13 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
             outcome.reports.len(),
             started.elapsed().as_secs_f64()
         )?;
+        let mut out = std::io::stdout().lock();
+        if let Some(metrics) = &args.metrics_out {
+            writeln!(out, "metrics: {}", metrics.display())?;
+        }
+        if let Some(plot) = &args.plot {
+            writeln!(out, "plot: {}", plot.display())?;
+        }
     }
     Ok(())
 }

@@ -42,7 +42,110 @@ fn preference(info: &wgpu::AdapterInfo) -> u8 {
     }
 }
 
+/// Gives Mesa a valid `XDG_RUNTIME_DIR` before the first Vulkan instance is created, so that it
+/// never prints `error: XDG_RUNTIME_DIR is invalid or not set in the environment.`
+///
+/// Why: Mesa's device-selection layer (`VK_LAYER_MESA_device_select`, installed with every Mesa
+/// Vulkan driver, lavapipe included) asks the Wayland compositor which GPU it runs on whenever
+/// the application enables `VK_KHR_wayland_surface`, as wgpu always does on Linux. libwayland
+/// then prints that line on stderr when the variable is unset or not an absolute path — on
+/// every headless server and in every CI job, though gpu-mlp never opens a window. Nothing in
+/// wgpu's instance descriptor turns the extension or the layer off, so the environment is the
+/// only lever.
+///
+/// What: when `XDG_RUNTIME_DIR` is unset or invalid — by the XDG base-directory rules, not an
+/// absolute path to a directory owned by this user with mode 0700 — it is pointed at a private
+/// directory of our own, `$TMPDIR/gpu-mlp-runtime-<uid>` (created with mode 0700; if that name
+/// is taken by a symlink, by another user, or has looser permissions, a fresh
+/// `gpu-mlp-runtime-<uid>-<pid>[-n]` is created instead). It stays empty: nothing listens there,
+/// so the layer's connection attempt fails quietly and it falls back to its default choice.
+/// A valid value is left alone. The directory is left in place for the next run, as a login
+/// session's /run/user/<uid> is.
+///
+/// Soundness: changing the environment is only sound while no other thread reads it through
+/// libc (Rust's own `std::env` readers take the same lock as `set_var`, so they are safe). This
+/// runs once per process, behind a [`Once`](std::sync::Once), and every wgpu instance this crate
+/// creates waits for it first ([`instance`] calls it), so no Mesa or Vulkan-loader code of ours
+/// can be running yet when the variable changes. The binary calls it first thing in `main`,
+/// while it has one thread. A library user who creates wgpu instances of their own on other
+/// threads while the first gpu-mlp instance is being made could race it; such a user can call
+/// this function first, or set a valid `XDG_RUNTIME_DIR`, in which case nothing is changed.
+pub fn prepare_environment() {
+    static PREPARED: std::sync::Once = std::sync::Once::new();
+    PREPARED.call_once(runtime_dir::ensure_valid);
+}
+
+#[cfg(all(unix, not(target_os = "macos"), not(target_os = "ios")))]
+mod runtime_dir {
+    use std::fs::{self, DirBuilder};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    const VAR: &str = "XDG_RUNTIME_DIR";
+
+    /// An absolute path to a directory that this user owns, mode 0700; with `follow_links`
+    /// false, a symlink does not count.
+    fn is_private(path: &Path, follow_links: bool) -> bool {
+        if !path.is_absolute() {
+            return false;
+        }
+        let metadata = if follow_links {
+            fs::metadata(path)
+        } else {
+            fs::symlink_metadata(path)
+        };
+        match metadata {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            Ok(m) => m.is_dir() && m.uid() == unsafe { libc::geteuid() } && m.permissions().mode() & 0o077 == 0,
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the current value is valid. A runtime directory given by a login session may be
+    /// reached through a symlink; ours never is.
+    fn current_is_valid() -> bool {
+        std::env::var_os(VAR).is_some_and(|dir| is_private(Path::new(&dir), true))
+    }
+
+    /// Creates (or finds, already private) a directory of ours for the variable to point at.
+    fn private_dir() -> Option<PathBuf> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let base = std::env::temp_dir().join(format!("gpu-mlp-runtime-{uid}"));
+        let pid = std::process::id();
+        let candidates = std::iter::once(base.clone())
+            .chain(std::iter::once(PathBuf::from(format!("{}-{pid}", base.display()))))
+            .chain((1..16).map(|n| PathBuf::from(format!("{}-{pid}-{n}", base.display()))));
+        for dir in candidates {
+            // mkdir fails rather than follow a symlink planted at the name.
+            match DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) if is_private(&dir, false) => return Some(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_private(&dir, false) => return Some(dir),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    pub(super) fn ensure_valid() {
+        if current_is_valid() {
+            return;
+        }
+        if let Some(dir) = private_dir() {
+            // See `prepare_environment` for why this is sound here.
+            std::env::set_var(VAR, dir);
+        }
+    }
+}
+
+/// Elsewhere (Windows, macOS) no Mesa Wayland code runs: nothing to prepare.
+#[cfg(not(all(unix, not(target_os = "macos"), not(target_os = "ios"))))]
+mod runtime_dir {
+    pub(super) fn ensure_valid() {}
+}
+
 fn instance() -> wgpu::Instance {
+    prepare_environment();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     // Vulkan, Metal, DX12: the backends with full compute support.
     desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);

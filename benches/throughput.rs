@@ -165,7 +165,7 @@ fn cpu_ops(c: &mut Criterion) {
     let (mut x, mut labels) = (vec![0.0; 100 * 784], vec![0u8; 100]);
     group.throughput(Throughput::Bytes((100 * 784 * 5) as u64));
     group.bench_function("gather_batch/100x784", |b| {
-        b.iter(|| ops::gather_batch(&mut x, &mut labels, images, &mnist().labels, &index))
+        b.iter(|| ops::gather_batch(&mut x, &mut labels, images, &mnist().labels, &index, None))
     });
     let logits = values(100 * 10, 8);
     let mut grad = vec![0.0; 10];
@@ -188,6 +188,13 @@ fn cpu_ops(c: &mut Criterion) {
     group.finish();
 }
 
+/// The constants of an epoch of plain SGD steps at batch 100 (600 steps) at rate `lr`.
+fn sgd_steps(lr: f32) -> Vec<gpu_mlp::optim::StepConstants> {
+    (1..=600)
+        .map(|t| gpu_mlp::optim::Optimizer::SGD.step_constants(lr, t))
+        .collect()
+}
+
 /// One SGD step (forward, backward, update) of each network at batch 100.
 fn cpu_steps(c: &mut Criterion) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -199,7 +206,7 @@ fn cpu_steps(c: &mut Criterion) {
         let params = init::init_params(&spec.layout(), Init::He, &mut init::rng(1));
         let mut backend = CpuBackend::new(work, params, threads).unwrap();
         let permutation: Vec<u32> = (0..60_000).collect();
-        backend.begin_epoch(&permutation, 0.01).unwrap();
+        backend.begin_epoch(&permutation, &sgd_steps(0.01)).unwrap();
         let flops = spec.train_flops_per_example() as f64 * 100.0;
         group.throughput(Throughput::Elements(flops as u64));
         let mut batch = 0;
@@ -337,7 +344,7 @@ fn gpu_steps(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("batch 100", name), |b| {
             b.iter_custom(|iters| {
                 let started = Instant::now();
-                backend.begin_epoch(&permutation, 0.01).unwrap();
+                backend.begin_epoch(&permutation, &sgd_steps(0.01)).unwrap();
                 for batch in 0..iters as usize {
                     backend.train_batch(batch % 600).unwrap();
                 }

@@ -12,9 +12,11 @@
 //! - `Z_L`, the logits; the output non-linearity lives in the loss op
 //! - `dZ_l = ∂loss/∂Z_l`, and the gradients `dW_l`, `db_l` in the flat gradient buffer.
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Standardization};
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::network::NetworkSpec;
+use crate::optim::{Optimizer, StepConstants};
 use serde::Serialize;
 
 /// The ops of one batch. `layer` counts from 0 (the layer fed by the input).
@@ -33,7 +35,8 @@ pub trait BatchOps {
 }
 
 /// Forward and backward pass of one batch: leaves `∂(mean loss)/∂θ` in the gradient buffer.
-/// (The update, `θ ← θ - lr·(∂θ + λ·W)`, is the backend's `train_batch`, after this.)
+/// (The update, `θ ← θ - lr·(∂θ + λ·W)` or another optimiser's, is the backend's
+/// `train_batch`, after this.)
 pub fn forward_backward(ops: &mut impl BatchOps, layers: usize) {
     ops.gather_batch();
     for layer in 0..layers {
@@ -67,10 +70,17 @@ pub struct Workload<'a> {
     pub batch_size: usize,
     /// L2 weight decay λ: the update adds λ·W to the weights' gradient (never to biases).
     pub l2: f32,
+    /// The update rule.
+    pub optimizer: Optimizer,
+    /// Inverted dropout in training (never in evaluation).
+    pub dropout: Dropout,
+    /// `--normalize standardize`: the training set's per-pixel statistics; None: x = p/255.
+    pub standardize: Option<&'a Standardization>,
 }
 
 impl<'a> Workload<'a> {
-    /// Training only, no held-out data and no L2: what the benchmarks time.
+    /// Training only, no held-out data, plain SGD without L2 or dropout: what the benchmarks
+    /// time.
     pub fn training(spec: &'a NetworkSpec, train: &'a Dataset, batch_size: usize) -> Workload<'a> {
         Workload {
             spec,
@@ -79,6 +89,9 @@ impl<'a> Workload<'a> {
             test: None,
             batch_size,
             l2: 0.0,
+            optimizer: Optimizer::SGD,
+            dropout: Dropout::NONE,
+            standardize: None,
         }
     }
 
@@ -175,9 +188,10 @@ pub trait Backend {
     fn device(&self) -> &'static str;
     /// What runs the ops: the GPU adapter's name, or the CPU and its threads.
     fn adapter(&self) -> String;
-    /// Starts an epoch: the order of the training examples, and the learning rate.
-    fn begin_epoch(&mut self, permutation: &[u32], lr: f32) -> Result<()>;
-    /// One SGD step on training batch `batch` (examples `permutation[batch·size ..]`).
+    /// Starts an epoch: the order of the training examples, and the constants of each of its
+    /// steps (`steps[batch]`: learning rate, Adam's bias corrections, the dropout step counter).
+    fn begin_epoch(&mut self, permutation: &[u32], steps: &[StepConstants]) -> Result<()>;
+    /// One optimiser step on training batch `batch` (examples `permutation[batch·size ..]`).
     fn train_batch(&mut self, batch: usize) -> Result<()>;
     /// SGD steps on `batches`, in order; returns how many were trained. On a backend that
     /// [`steps_each_batch`](Backend::steps_each_batch), `after_batch` is called after each step

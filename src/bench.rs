@@ -48,12 +48,7 @@ pub fn bench_network(
     ceiling_gflops: f64,
 ) -> Result<BenchRow> {
     let work = Workload::training(spec, train, batch_size);
-    let schedule = Schedule {
-        epochs: epochs + 1,
-        lr: 0.05,
-        lr_decay: 1.0,
-        lr_decay_every: 1,
-    };
+    let schedule = Schedule::constant(epochs + 1, 0.05);
     let mut rng = crate::init::rng(1);
     let reports = train::train(backend, &work, &schedule, &mut rng, |_| Ok(()))?;
     let mut seconds: Vec<f64> = reports[1..].iter().map(|r| r.seconds).collect();

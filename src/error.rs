@@ -167,6 +167,24 @@ pub enum ConfigError {
         1.0 - .lr * .l2, 2.0 / .lr
     )]
     L2TooLarge { l2: f32, lr: f32 },
+    #[error("{flag} must be in [0, 1) (a probability of dropping a unit), got {value}")]
+    BadDropout { flag: &'static str, value: f32 },
+    #[error("{flag} must be in [0, 1) (the weight of the past in an average), got {value}")]
+    BadBeta { flag: &'static str, value: f32 },
+    #[error("--eps must be a positive number (it keeps the step finite where √s is 0), got {0}")]
+    BadEps(f32),
+    #[error("--weight-decay must be zero or positive, got {0}")]
+    BadWeightDecay(f32),
+    #[error("{flag} applies to --optimizer {users}, not to --optimizer {optimizer}: drop it, or choose one of those")]
+    UnusedOptimizerFlag {
+        flag: &'static str,
+        optimizer: crate::optim::OptimizerKind,
+        users: String,
+    },
+    #[error("--warmup-epochs {warmup} is not shorter than the run (--epochs {epochs}): warm up for fewer epochs")]
+    WarmupTooLong { warmup: usize, epochs: usize },
+    #[error("--lr-decay and --lr-decay-every shape --lr-schedule step, not --lr-schedule {schedule}: drop them, or use step")]
+    DecayWithoutStep { schedule: crate::train::LrSchedule },
     #[error("--epochs must be at least 1")]
     ZeroEpochs,
     #[error("--train-examples must be at least 1")]
@@ -212,6 +230,8 @@ pub enum GpuError {
         bytes: u64,
         message: String,
     },
+    #[error("the GPU backend does not run {0} yet: use --device cpu")]
+    Unsupported(String),
     #[error("GPU error while {context}: {message}")]
     Device { context: String, message: String },
     #[error("the GPU device was lost while {context}: {message}")]

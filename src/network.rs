@@ -10,7 +10,6 @@
 use crate::error::{ConfigError, WidthsFlag};
 use clap::ValueEnum;
 use serde::Serialize;
-use std::fmt;
 
 /// The non-linearity of the hidden layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -60,14 +59,15 @@ pub enum Init {
 
 macro_rules! display_as_value_enum {
     ($($t:ty),*) => {$(
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let value = self.to_possible_value().expect("no skipped variants");
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let value = clap::ValueEnum::to_possible_value(self).expect("no skipped variants");
                 f.write_str(value.get_name())
             }
         }
     )*};
 }
+pub(crate) use display_as_value_enum;
 display_as_value_enum!(Activation, Output, Loss, Init);
 
 /// The architecture: widths of every layer (input first, classes last) and its non-linearities.

@@ -10,21 +10,84 @@ use serde::Serialize;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-/// How many epochs, and the learning rate of each: `lr · decay^⌊(epoch-1)/every⌋`.
+/// The shape of the learning rate over a run (`--lr-schedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// lr throughout.
+    Constant,
+    /// lr · decay^⌊(epoch−1)/every⌋: multiplied by --lr-decay every --lr-decay-every epochs.
+    Step,
+    /// lr · ½(1 + cos(π·progress)), progress going from 0 to 1 over the steps after warm-up.
+    Cosine,
+}
+
+crate::network::display_as_value_enum!(LrSchedule);
+
+/// How many epochs, and the learning rate of each step.
+///
+/// With `warmup_epochs` W, the first W epochs' steps ramp the rate linearly from lr/(W·batches)
+/// to lr, one step at a time; then the schedule's shape takes over.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
     pub epochs: usize,
     pub lr: f32,
+    pub shape: LrSchedule,
+    /// The step schedule's factor and period.
     pub lr_decay: f32,
     pub lr_decay_every: usize,
+    pub warmup_epochs: usize,
 }
 
 impl Schedule {
-    /// The learning rate of epoch `epoch` (counted from 1).
+    /// `epochs` epochs at a constant `lr`.
+    pub fn constant(epochs: usize, lr: f32) -> Schedule {
+        Schedule {
+            epochs,
+            lr,
+            shape: LrSchedule::Constant,
+            lr_decay: 1.0,
+            lr_decay_every: 1,
+            warmup_epochs: 0,
+        }
+    }
+
+    /// The learning rate of epoch `epoch`'s (counted from 1) first step.
     pub fn lr_at(&self, epoch: usize) -> f32 {
-        let decays = (epoch - 1) / self.lr_decay_every;
-        // Past 2³¹ decays the factor is 0 (decay < 1) or 1 (decay = 1) either way.
-        self.lr * self.lr_decay.powi(decays.min(i32::MAX as usize) as i32)
+        self.lr_at_step(epoch, 0, 1)
+    }
+
+    /// The learning rate of step `batch` (from 0) of epoch `epoch` (from 1), of `batches`.
+    pub fn lr_at_step(&self, epoch: usize, batch: usize, batches: usize) -> f32 {
+        let base = match self.shape {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Step => {
+                let decays = (epoch - 1) / self.lr_decay_every;
+                // Past 2³¹ decays the factor is 0 (decay < 1) or 1 (decay = 1) either way.
+                self.lr * self.lr_decay.powi(decays.min(i32::MAX as usize) as i32)
+            }
+            LrSchedule::Cosine => {
+                let (step, warmup, total) = self.steps(epoch, batch, batches);
+                let progress = ((step - warmup) / (total - warmup).max(1.0)).clamp(0.0, 1.0);
+                (self.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32
+            }
+        };
+        let (step, warmup, _) = self.steps(epoch, batch, batches);
+        if step < warmup {
+            (base as f64 * (step + 1.0) / warmup) as f32
+        } else {
+            base
+        }
+    }
+
+    /// (this step's index from 0, warm-up steps, all steps) as f64, for the formulas.
+    fn steps(&self, epoch: usize, batch: usize, batches: usize) -> (f64, f64, f64) {
+        let batches = batches as f64;
+        (
+            (epoch - 1) as f64 * batches + batch as f64,
+            self.warmup_epochs as f64 * batches,
+            self.epochs as f64 * batches,
+        )
     }
 }
 
@@ -144,18 +207,27 @@ pub fn run(
     );
     // Grown as epochs finish: --epochs may be any number.
     let mut reports = Vec::new();
+    let mut steps = Vec::with_capacity(batches);
     let mut stop = false;
     while position.epochs_done < schedule.epochs && !stop {
         let epoch = position.epochs_done + 1;
-        let lr = schedule.lr_at(epoch);
         let first = position.batches_done;
+        // Steps are counted from 1 over the whole run (Adam's t; the dropout masks' counter).
+        let steps_before = (epoch as u64 - 1).saturating_mul(batches as u64);
+        steps.clear();
+        steps.extend((0..batches).map(|b| {
+            let lr = schedule.lr_at_step(epoch, b, batches);
+            work.optimizer
+                .step_constants(lr, steps_before.saturating_add(b as u64 + 1))
+        }));
+        let lr = steps[first].lr;
         if first == 0 {
             // Shuffling permutes this index, never the data.
             position.order.shuffle(&mut position.rng);
         }
         observer.epoch_started(epoch, first, batches);
         let started = Instant::now();
-        backend.begin_epoch(&position.order, lr)?;
+        backend.begin_epoch(&position.order, &steps)?;
         let trained = backend.train_batches(first..batches, &mut |batch| {
             let flow = observer.batch_done(batch);
             stop |= flow.is_break();
@@ -260,14 +332,40 @@ mod tests {
     #[test]
     fn lr_halves_every_five_epochs() {
         let s = Schedule {
-            epochs: 12,
-            lr: 0.01,
+            shape: LrSchedule::Step,
             lr_decay: 0.5,
             lr_decay_every: 5,
+            ..Schedule::constant(12, 0.01)
         };
         let lrs: Vec<f32> = (1..=12).map(|e| s.lr_at(e)).collect();
         assert_eq!(&lrs[..5], &[0.01; 5]);
         assert_eq!(&lrs[5..10], &[0.005; 5]);
         assert_eq!(&lrs[10..], &[0.0025; 2]);
+    }
+
+    #[test]
+    fn warmup_ramps_per_step_then_cosine_falls_to_near_zero() {
+        let s = Schedule {
+            shape: LrSchedule::Cosine,
+            warmup_epochs: 1,
+            ..Schedule::constant(3, 1.0)
+        };
+        // 4 steps per epoch: warm-up 1/4, 2/4, 3/4, 4/4; then cos over the 8 steps after it.
+        let lrs: Vec<f32> = (1..=3)
+            .flat_map(|e| (0..4).map(move |b| s.lr_at_step(e, b, 4)))
+            .collect();
+        assert_eq!(&lrs[..4], &[0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(lrs[4], 1.0);
+        let expected = |k: f64| (0.5 * (1.0 + (std::f64::consts::PI * k / 8.0).cos())) as f32;
+        for (k, &lr) in lrs[4..].iter().enumerate() {
+            assert_eq!(lr, expected(k as f64), "step {k} after warm-up");
+        }
+        assert!(lrs.windows(2).skip(4).all(|w| w[1] < w[0]), "{lrs:?}");
+    }
+
+    #[test]
+    fn constant_is_exactly_lr() {
+        let s = Schedule::constant(5, 0.3);
+        assert!((1..=5).all(|e| (0..7).all(|b| s.lr_at_step(e, b, 7) == 0.3)));
     }
 }

@@ -209,7 +209,7 @@ fn gather_batch_copies_the_indexed_examples_scaled_to_unit() {
 
             let mut x = poisoned(rows * features);
             let mut labels = vec![u8::MAX; rows];
-            ops::gather_batch(&mut x, &mut labels, &images, &all_labels, &index);
+            ops::gather_batch(&mut x, &mut labels, &images, &all_labels, &index, None);
 
             let mut want = vec![0.0f64; rows * features];
             let mut want_labels = vec![0u8; rows];

@@ -240,7 +240,7 @@ fn gather_batch_matches_cpu() {
         let gpu = runner.gather_batch(&images, features, &index).unwrap();
         let mut cpu = vec![f32::NAN; index.len() * features];
         let mut cpu_labels = vec![0u8; index.len()];
-        ops::gather_batch(&mut cpu, &mut cpu_labels, &images, &labels, &index);
+        ops::gather_batch(&mut cpu, &mut cpu_labels, &images, &labels, &index, None);
         let max = check_default(&format!("gather_batch features {features}"), &gpu, &cpu);
         println!("gather_batch features {features}: max error {max:e}");
         // The last example's last pixel, at the very end of the packed buffer.
@@ -254,7 +254,7 @@ fn gather_batch_matches_cpu() {
     let index: Vec<u32> = (0..examples as u32).rev().collect();
     let gpu = runner.gather_batch(&images, features, &index).unwrap();
     let mut cpu = vec![f32::NAN; examples * features];
-    ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index);
+    ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
     check_default("gather_batch 300 × 7", &gpu, &cpu);
 }
 
@@ -489,6 +489,6 @@ fn linear_kernels_cover_a_two_dimensional_grid() {
     let index: Vec<u32> = (0..examples as u32).rev().collect();
     let gpu = runner.gather_batch(&images, features, &index).unwrap();
     let mut cpu = vec![f32::NAN; examples * features];
-    ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index);
+    ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
     check_default(&format!("gather_batch {examples} × {features} (2-D grid)"), &gpu, &cpu);
 }

@@ -11,6 +11,7 @@ use gpu_mlp::gpu::context::{list_adapters, AdapterKind};
 use gpu_mlp::gpu::GpuBackend;
 use gpu_mlp::init;
 use gpu_mlp::network::{Activation, Init, Loss, NetworkSpec, Output};
+use gpu_mlp::optim::Optimizer;
 use gpu_mlp::train::{self, EpochReport, Schedule};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -57,7 +58,8 @@ fn workload<'a>(spec: &'a NetworkSpec, train: &'a Dataset, batch_size: usize, l2
 /// Every training batch of one epoch in `permutation`'s order, then the held-out splits the
 /// workload has, as `train::train` drives a backend.
 fn epoch(backend: &mut dyn Backend, work: &Workload, permutation: &[u32], lr: f32) -> EpochMetrics {
-    backend.begin_epoch(permutation, lr).unwrap();
+    let steps = vec![Optimizer::SGD.step_constants(lr, 1); work.batches()];
+    backend.begin_epoch(permutation, &steps).unwrap();
     for batch in 0..work.batches() {
         backend.train_batch(batch).unwrap();
     }
@@ -255,12 +257,7 @@ fn train_both(
 }
 
 fn schedule(epochs: usize, lr: f32) -> Schedule {
-    Schedule {
-        epochs,
-        lr,
-        lr_decay: 1.0,
-        lr_decay_every: 1,
-    }
+    Schedule::constant(epochs, lr)
 }
 
 /// Two epochs of 784-64-10 on 5000 examples: the GPU reaches the CPU's test accuracy (within

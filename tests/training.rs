@@ -9,6 +9,7 @@ use gpu_mlp::cli::{Cli, Run};
 use gpu_mlp::cpu::{loss_and_gradient, CpuBackend};
 use gpu_mlp::data::load_mnist;
 use gpu_mlp::init;
+use gpu_mlp::optim::StepConstants;
 use gpu_mlp::train::{self, EpochReport};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -249,7 +250,7 @@ fn the_last_batch_holds_the_remainder() {
     let params = init::init_params(&run.spec.layout(), run.init, &mut init::rng(3));
     let mut backend = CpuBackend::new(work, params.clone(), 2).unwrap();
     let order: Vec<u32> = (0..1000).collect();
-    backend.begin_epoch(&order, 0.0).unwrap();
+    backend.begin_epoch(&order, &[StepConstants::default(); 8]).unwrap();
     for batch in 0..8 {
         backend.train_batch(batch).unwrap();
     }

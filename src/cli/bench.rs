@@ -61,17 +61,7 @@ fn initial_params(work: &Workload) -> Vec<f32> {
 /// `gpu-mlp bench`: the epoch-time table.
 pub fn bench_command(args: &BenchArgs) -> Result<()> {
     let threads = threads_or_all(args.threads);
-    check_settings(
-        &Schedule {
-            epochs: args.epochs,
-            lr: 0.1,
-            lr_decay: 1.0,
-            lr_decay_every: 1,
-        },
-        args.batch_size,
-        0.0,
-        threads,
-    )?;
+    check_settings(&Schedule::constant(args.epochs, 0.1), args.batch_size, 0.0, threads)?;
     let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let train = data::load_mnist(&dir)?.train;
     if args.batch_size > train.len() {

@@ -3,15 +3,17 @@
 
 use super::{build_backend, check_fits, default_data_dir, open_device, threads_or_all, DeviceChoice};
 use crate::backend::{Backend, Workload};
-use crate::data::{self, Dataset};
+use crate::data::{self, Dataset, Normalize, Standardization};
+use crate::dropout::Dropout;
 use crate::error::{ConfigError, Result, WidthsFlag};
 use crate::init;
 use crate::metrics_file::MetricsFile;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
+use crate::optim::{Optimizer, OptimizerKind};
 use crate::plot::{self, Curves};
 use crate::progress::{self, Progress};
 use crate::report;
-use crate::train::{self, EpochReport, Observer, Position, Schedule};
+use crate::train::{self, EpochReport, LrSchedule, Observer, Position, Schedule};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -95,6 +97,20 @@ pub(super) fn document_presets(mut command: clap::Command) -> clap::Command {
             arg.help(format!("{help} [default: {}]", defaults.join("; ")))
         });
     }
+    // The optimisers' hyper-parameters have one default each, on `Optimizer`.
+    let defaults = Optimizer::SGD;
+    for (id, value) in [
+        ("momentum", defaults.momentum),
+        ("beta1", defaults.beta1),
+        ("beta2", defaults.beta2),
+        ("eps", defaults.eps),
+        ("weight_decay", defaults.weight_decay),
+    ] {
+        command = command.mut_arg(id, |arg| {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} [default: {value:?}]"))
+        });
+    }
     command
 }
 
@@ -152,6 +168,40 @@ pub struct TrainArgs {
     /// L2 weight decay λ (adds λ·W to the weights' gradient; biases are not decayed).
     #[arg(long, value_name = "LAMBDA", default_value_t = 0.0, allow_negative_numbers = true)]
     pub l2: f32,
+    /// The update rule (formulas in the README; g is the gradient, + λθ with --l2).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    pub optimizer: OptimizerKind,
+    /// β of --optimizer momentum: v ← βv + (1−β)g, θ ← θ − lr·v (PyTorch's lr is ours × (1−β))
+    #[arg(long, value_name = "BETA", allow_negative_numbers = true)]
+    pub momentum: Option<f32>,
+    /// β₁ of --optimizer adam/adamw: m ← β₁m + (1−β₁)g
+    #[arg(long, allow_negative_numbers = true)]
+    pub beta1: Option<f32>,
+    /// β₂ of --optimizer rmsprop/adam/adamw: s ← β₂s + (1−β₂)g²
+    #[arg(long, allow_negative_numbers = true)]
+    pub beta2: Option<f32>,
+    /// ε of --optimizer rmsprop/adam/adamw: θ ← θ − lr·g/(√s + ε)
+    #[arg(long, allow_negative_numbers = true)]
+    pub eps: Option<f32>,
+    /// Decoupled weight decay of --optimizer adamw: θ ← θ − lr·wd·θ for weights
+    #[arg(long, value_name = "WD", allow_negative_numbers = true)]
+    pub weight_decay: Option<f32>,
+    /// Inverted dropout on every hidden layer in training: drop each unit with probability P,
+    /// scale the rest by 1/(1−P).
+    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub dropout: f32,
+    /// Inverted dropout on the input pixels in training.
+    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub input_dropout: f32,
+    /// How pixels become inputs.
+    #[arg(long, value_enum, default_value_t = Normalize::Scale)]
+    pub normalize: Normalize,
+    /// The learning rate's shape over the run [default: step with --lr-decay, else constant]
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Ramp the learning rate up linearly, step by step, over the first N epochs.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_epochs: usize,
     /// Seed for the weights and the shuffles: the same seed gives the same weights, bit for bit.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -188,6 +238,10 @@ pub struct Run {
     pub schedule: Schedule,
     pub batch_size: usize,
     pub l2: f32,
+    pub optimizer: Optimizer,
+    pub dropout: Dropout,
+    /// The training set's statistics, with --normalize standardize.
+    pub standardize: Option<Standardization>,
     pub seed: u64,
     pub threads: usize,
     pub device: DeviceChoice,
@@ -206,6 +260,9 @@ impl Run {
             test: self.test.as_ref(),
             batch_size: self.batch_size,
             l2: self.l2,
+            optimizer: self.optimizer,
+            dropout: self.dropout,
+            standardize: self.standardize.as_ref(),
         }
     }
 }
@@ -228,15 +285,12 @@ impl TrainArgs {
             output: self.output,
             loss: self.loss,
         };
-        let schedule = Schedule {
-            epochs: self.epochs.unwrap_or(preset.epochs),
-            lr: self.lr.unwrap_or(preset.lr),
-            lr_decay: self.lr_decay,
-            lr_decay_every: self.lr_decay_every,
-        };
+        let schedule = self.schedule(&preset)?;
         let batch_size = self.batch_size.unwrap_or(preset.batch_size);
         let threads = threads_or_all(self.threads);
         check_settings(&schedule, batch_size, self.l2, threads)?;
+        let optimizer = self.optimizer()?;
+        let dropout = self.dropout_settings()?;
 
         let LoadedData { mut train, test, name } = self.load_data()?;
         if let Some(n) = self.train_examples {
@@ -263,6 +317,8 @@ impl TrainArgs {
             ),
         };
         spec.check(WidthsFlag::Layers, train.features, train.classes)?;
+        // Statistics of the data trained on, applied alike to every split.
+        let standardize = (self.normalize == Normalize::Standardize).then(|| Standardization::of(&train));
         if batch_size > train.len() {
             return Err(ConfigError::BatchTooLarge {
                 batch: batch_size,
@@ -276,6 +332,9 @@ impl TrainArgs {
             schedule,
             batch_size,
             l2: self.l2,
+            optimizer,
+            dropout,
+            standardize,
             seed: self.seed,
             threads,
             device: self.device,
@@ -283,6 +342,98 @@ impl TrainArgs {
             validation,
             test,
             dataset_name: name,
+        })
+    }
+
+    /// The learning-rate schedule the flags describe.
+    fn schedule(&self, preset: &Preset) -> Result<Schedule, ConfigError> {
+        let decays = self.lr_decay != 1.0 || self.lr_decay_every != 1;
+        let shape = match self.lr_schedule {
+            None if decays => LrSchedule::Step,
+            None => LrSchedule::Constant,
+            Some(LrSchedule::Step) => LrSchedule::Step,
+            Some(other) if decays => {
+                return Err(ConfigError::DecayWithoutStep { schedule: other });
+            }
+            Some(other) => other,
+        };
+        let schedule = Schedule {
+            epochs: self.epochs.unwrap_or(preset.epochs),
+            lr: self.lr.unwrap_or(preset.lr),
+            shape,
+            lr_decay: self.lr_decay,
+            lr_decay_every: self.lr_decay_every,
+            warmup_epochs: self.warmup_epochs,
+        };
+        if schedule.warmup_epochs > 0 && schedule.warmup_epochs >= schedule.epochs {
+            return Err(ConfigError::WarmupTooLong {
+                warmup: schedule.warmup_epochs,
+                epochs: schedule.epochs,
+            });
+        }
+        Ok(schedule)
+    }
+
+    /// The optimiser the flags describe; a hyper-parameter the rule does not use is an error,
+    /// so a typo'd run never silently trains with something else.
+    fn optimizer(&self) -> Result<Optimizer, ConfigError> {
+        use OptimizerKind::*;
+        let kind = self.optimizer;
+        let given: [(&'static str, Option<f32>, &[OptimizerKind]); 5] = [
+            ("--momentum", self.momentum, &[Momentum]),
+            ("--beta1", self.beta1, &[Adam, Adamw]),
+            ("--beta2", self.beta2, &[Rmsprop, Adam, Adamw]),
+            ("--eps", self.eps, &[Rmsprop, Adam, Adamw]),
+            ("--weight-decay", self.weight_decay, &[Adamw]),
+        ];
+        for (flag, value, users) in given {
+            if value.is_some() && !users.contains(&kind) {
+                let users: Vec<String> = users.iter().map(|k| k.to_string()).collect();
+                return Err(ConfigError::UnusedOptimizerFlag {
+                    flag,
+                    optimizer: kind,
+                    users: users.join(" or "),
+                });
+            }
+        }
+        let defaults = Optimizer::new(kind);
+        let optimizer = Optimizer {
+            kind,
+            momentum: self.momentum.unwrap_or(defaults.momentum),
+            beta1: self.beta1.unwrap_or(defaults.beta1),
+            beta2: self.beta2.unwrap_or(defaults.beta2),
+            eps: self.eps.unwrap_or(defaults.eps),
+            weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+        };
+        for (flag, beta) in [
+            ("--momentum", optimizer.momentum),
+            ("--beta1", optimizer.beta1),
+            ("--beta2", optimizer.beta2),
+        ] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(ConfigError::BadBeta { flag, value: beta });
+            }
+        }
+        if !(optimizer.eps.is_finite() && optimizer.eps > 0.0) {
+            return Err(ConfigError::BadEps(optimizer.eps));
+        }
+        if !(optimizer.weight_decay.is_finite() && optimizer.weight_decay >= 0.0) {
+            return Err(ConfigError::BadWeightDecay(optimizer.weight_decay));
+        }
+        Ok(optimizer)
+    }
+
+    /// The dropout the flags describe: probabilities in [0, 1).
+    fn dropout_settings(&self) -> Result<Dropout, ConfigError> {
+        for (flag, p) in [("--dropout", self.dropout), ("--input-dropout", self.input_dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(ConfigError::BadDropout { flag, value: p });
+            }
+        }
+        Ok(Dropout {
+            hidden: self.dropout,
+            input: self.input_dropout,
+            seed: self.seed,
         })
     }
 
@@ -394,6 +545,27 @@ impl Observer for Printer {
     }
 }
 
+/// The header's note of the settings that are on: ", dropout 0.5, standardised inputs".
+fn extras(run: &Run) -> String {
+    let mut extras = String::new();
+    if run.schedule.warmup_epochs > 0 {
+        extras += &format!(", {} warm-up epochs", run.schedule.warmup_epochs);
+    }
+    if run.l2 > 0.0 {
+        extras += &format!(", l2 {}", run.l2);
+    }
+    if run.dropout.hidden > 0.0 {
+        extras += &format!(", dropout {}", run.dropout.hidden);
+    }
+    if run.dropout.input > 0.0 {
+        extras += &format!(", input dropout {}", run.dropout.input);
+    }
+    if run.standardize.is_some() {
+        extras += ", standardised inputs";
+    }
+    extras
+}
+
 /// `gpu-mlp train`: trains and prints each epoch.
 pub fn train_command(args: &TrainArgs) -> Result<()> {
     if args.list_devices {
@@ -429,13 +601,16 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         )?;
         writeln!(
             out,
-            "device {} ({}); batch {}, lr {}, {} epochs, seed {}",
+            "device {} ({}); batch {}, {} lr {} ({}), {} epochs, seed {}{}",
             backend.device(),
             backend.adapter(),
             run.batch_size,
+            run.optimizer.kind,
             run.schedule.lr,
+            run.schedule.shape,
             run.schedule.epochs,
-            run.seed
+            run.seed,
+            extras(&run),
         )?;
     }
     drop(out);

@@ -10,10 +10,12 @@
 pub mod ops;
 
 use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, Split, SplitMetrics, Workload};
-use crate::data::Dataset;
+use crate::data::{Dataset, Standardization};
+use crate::dropout::{Dropout, Mask};
 use crate::error::{Error, Result};
 use crate::footprint::{shard_count, shard_rows};
 use crate::network::{NetworkSpec, ParamLayout};
+use crate::optim::{OptimizerKind, StepConstants, UpdateConstants};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -59,6 +61,11 @@ struct ShardOps<'s> {
     index: &'s [u32],
     /// 1 / rows of the whole batch: the shard's part of the mean loss's gradient.
     scale: f32,
+    /// The shard's first row in the whole batch (the dropout masks are per batch row).
+    row0: usize,
+    /// In training: the dropout layers and the step whose masks apply; None in evaluation.
+    dropout: Option<(Dropout, u32)>,
+    standardize: Option<&'s Standardization>,
     shard: &'s mut Shard,
 }
 
@@ -66,11 +73,19 @@ impl ShardOps<'_> {
     fn rows(&self) -> usize {
         self.index.len()
     }
+
+    /// The mask of dropout layer `layer` (0: the input, l: hidden layer l's output) in this
+    /// training step, if it drops anything.
+    fn mask(&self, layer: usize) -> Option<Mask> {
+        let (dropout, step) = self.dropout?;
+        dropout.mask(layer, step)
+    }
 }
 
 impl BatchOps for ShardOps<'_> {
     fn gather_batch(&mut self) {
         let (rows, features) = (self.rows(), self.data.features);
+        let mask = self.mask(0);
         let x = &mut self.shard.acts[0][..rows * features];
         ops::gather_batch(
             x,
@@ -78,18 +93,26 @@ impl BatchOps for ShardOps<'_> {
             &self.data.images,
             &self.data.labels,
             self.index,
+            self.standardize,
         );
+        if let Some(mask) = mask {
+            ops::dropout_forward(x, features, self.row0, &mask);
+        }
     }
 
     fn dense_forward(&mut self, layer: usize) {
         let rows = self.rows();
         let shape = self.layout.layers[layer];
+        let mask = self.mask(layer + 1);
         let (inputs, outputs) = self.shard.acts.split_at_mut(layer + 1);
         let inp = &inputs[layer][..rows * shape.inputs];
         let out = &mut outputs[0][..rows * shape.outputs];
         ops::matmul_forward(out, inp, shape.weights(self.params), shape.bias(self.params), rows);
         if layer + 1 < self.layout.layers.len() {
             ops::activation_forward(self.spec.activation, out);
+            if let Some(mask) = mask {
+                ops::dropout_forward(out, shape.outputs, self.row0, &mask);
+            }
         }
     }
 
@@ -130,11 +153,14 @@ impl BatchOps for ShardOps<'_> {
         let dinp = &mut before[layer][..rows * shape.inputs];
         let dout = &after[0][..rows * shape.outputs];
         ops::matmul_backward_input(dinp, dout, shape.weights(self.params), rows, shape.outputs);
-        ops::activation_backward(
-            self.spec.activation,
-            dinp,
-            &self.shard.acts[layer][..rows * shape.inputs],
-        );
+        // acts[layer] is hidden layer `layer`'s output: dropout layer `layer`.
+        let a = &self.shard.acts[layer][..rows * shape.inputs];
+        match self.dropout.and_then(|(dropout, step)| dropout.mask(layer, step)) {
+            Some(mask) => {
+                ops::dropout_activation_backward(self.spec.activation, dinp, a, shape.inputs, self.row0, &mask)
+            }
+            None => ops::activation_backward(self.spec.activation, dinp, a),
+        }
     }
 }
 
@@ -148,10 +174,58 @@ pub struct CpuBackend<'a> {
     pool: Arc<rayon::ThreadPool>,
     threads: usize,
     permutation: Vec<u32>,
+    /// The constants of each step of the epoch (`steps[batch]`).
+    steps: Vec<StepConstants>,
     /// 0, 1, 2, …: the evaluation order.
     identity: Vec<u32>,
-    lr: f32,
+    state: OptimizerState,
     metrics: EpochMetrics,
+}
+
+/// The optimiser's state buffers (flat, the parameters' layout), chunked like the parameters for
+/// the parallel update. A rule with fewer than two buffers gets stand-ins of one element per
+/// chunk, never read, so that every update chunk zips with two slices whatever the rule.
+struct OptimizerState {
+    buffers: [Vec<f32>; 2],
+    used: usize,
+}
+
+impl OptimizerState {
+    fn new(used: usize, total: usize) -> OptimizerState {
+        let chunks = total.div_ceil(UPDATE_CHUNK);
+        let buffer = |i: usize| vec![0.0; if i < used { total } else { chunks }];
+        OptimizerState {
+            buffers: [buffer(0), buffer(1)],
+            used,
+        }
+    }
+
+    /// Elements of buffer `i` that go with one update chunk.
+    fn chunk(&self, i: usize) -> usize {
+        if i < self.used {
+            UPDATE_CHUNK
+        } else {
+            1
+        }
+    }
+}
+
+/// One rule's update of one chunk of the parameters (`first` is its global index).
+fn update_chunk(
+    kind: OptimizerKind,
+    k: &UpdateConstants,
+    params: &mut [f32],
+    grads: &[f32],
+    [s0, s1]: [&mut [f32]; 2],
+    first: usize,
+) {
+    match kind {
+        OptimizerKind::Sgd => ops::sgd_update(params, grads, k.lr, k.l2, k.weight_count as usize, first),
+        OptimizerKind::Momentum => ops::momentum_update(params, grads, s0, k, first),
+        OptimizerKind::Rmsprop => ops::rmsprop_update(params, grads, s0, k, first),
+        OptimizerKind::Adam => ops::adam_update(params, grads, s0, s1, k, first),
+        OptimizerKind::Adamw => ops::adamw_update(params, grads, s0, s1, k, first),
+    }
 }
 
 impl<'a> CpuBackend<'a> {
@@ -183,6 +257,7 @@ impl<'a> CpuBackend<'a> {
             .map(|d| d.len())
             .max()
             .unwrap_or(0);
+        let state = OptimizerState::new(work.optimizer.state_buffers(), layout.total);
         Ok(CpuBackend {
             work,
             layout,
@@ -191,25 +266,27 @@ impl<'a> CpuBackend<'a> {
             pool: Arc::new(pool),
             threads,
             permutation: Vec::with_capacity(work.train.len()),
+            steps: Vec::new(),
             identity: (0..eval_len as u32).collect(),
-            lr: 0.0,
+            state,
             metrics: EpochMetrics::default(),
         })
     }
 
-    /// Forward of `index`'s examples of `data` and, when `train`, backward and the SGD update.
-    /// Returns the summed loss and correct count.
-    fn run_batch(&mut self, data: &Dataset, index: &[u32], train: bool) -> (f32, u32) {
+    /// Forward of `index`'s examples of `data` and, when `train` holds the step's constants,
+    /// backward and the optimiser's update. Returns the summed loss and correct count.
+    fn run_batch(&mut self, data: &Dataset, index: &[u32], train: Option<StepConstants>) -> (f32, u32) {
         let rows = index.len();
         let used = shard_count(rows, self.threads);
         let per_shard = rows.div_ceil(used);
-        let (spec, layout, lr, l2) = (self.work.spec, &self.layout, self.lr, self.work.l2);
+        let (spec, layout, work) = (self.work.spec, &self.layout, &self.work);
         let scale = 1.0 / rows as f32;
-        let (params, shards) = (&mut self.params, &mut self.shards[..used]);
-        let threaded = used > 1 || (train && params.len() > 4 * UPDATE_CHUNK);
+        let (params, shards, state) = (&mut self.params, &mut self.shards[..used], &mut self.state);
+        let threaded = used > 1 || (train.is_some() && params.len() > 4 * UPDATE_CHUNK);
+        let dropout = train.map(|step| (work.dropout, step.step));
         let mut step = move || {
             // 1. Every shard runs the forward (and backward) pass on its own rows.
-            let run = |(shard, index): (&mut Shard, &[u32])| {
+            let run = |(s, (shard, index)): (usize, (&mut Shard, &[u32]))| {
                 let mut ops = ShardOps {
                     spec,
                     layout,
@@ -217,40 +294,55 @@ impl<'a> CpuBackend<'a> {
                     data,
                     index,
                     scale,
+                    row0: s * per_shard,
+                    dropout,
+                    standardize: work.standardize,
                     shard,
                 };
-                if train {
+                if train.is_some() {
                     backend::forward_backward(&mut ops, layout.layers.len());
                 } else {
                     backend::forward(&mut ops, layout.layers.len());
                 }
             };
             if used == 1 {
-                run((&mut shards[0], index));
+                run((0, (&mut shards[0], index)));
             } else {
-                shards.par_iter_mut().zip(index.par_chunks(per_shard)).for_each(run);
+                shards
+                    .par_iter_mut()
+                    .zip(index.par_chunks(per_shard))
+                    .enumerate()
+                    .for_each(run);
             }
-            if !train {
-                return;
-            }
+            let Some(step) = train else { return };
             // 2. Sum the shards' partial gradients into shard 0's, in order, and update.
+            let k = work.optimizer.update_constants(&step, work.l2, layout.weight_count);
+            let kind = work.optimizer.kind;
             let (first, others) = shards.split_at_mut(1);
-            let update = |(c, (params, grads)): (usize, (&mut [f32], &mut [f32]))| {
+            type Chunk<'c> = (usize, (((&'c mut [f32], &'c mut [f32]), &'c mut [f32]), &'c mut [f32]));
+            let update = |(c, (((params, grads), s0), s1)): Chunk| {
                 let start = c * UPDATE_CHUNK;
                 for other in others.iter() {
                     ops::add_assign(grads, &other.grads[start..start + grads.len()]);
                 }
-                ops::sgd_update(params, grads, lr, l2, layout.weight_count, start);
+                update_chunk(kind, &k, params, grads, [s0, s1], start);
             };
-            let chunks = params
-                .par_chunks_mut(UPDATE_CHUNK)
-                .zip(first[0].grads.par_chunks_mut(UPDATE_CHUNK));
+            let sizes = [state.chunk(0), state.chunk(1)];
+            let [s0, s1] = &mut state.buffers;
             if threaded {
-                chunks.enumerate().for_each(update);
+                params
+                    .par_chunks_mut(UPDATE_CHUNK)
+                    .zip(first[0].grads.par_chunks_mut(UPDATE_CHUNK))
+                    .zip(s0.par_chunks_mut(sizes[0]))
+                    .zip(s1.par_chunks_mut(sizes[1]))
+                    .enumerate()
+                    .for_each(update);
             } else {
                 params
                     .chunks_mut(UPDATE_CHUNK)
                     .zip(first[0].grads.chunks_mut(UPDATE_CHUNK))
+                    .zip(s0.chunks_mut(sizes[0]))
+                    .zip(s1.chunks_mut(sizes[1]))
                     .enumerate()
                     .for_each(update);
             }
@@ -288,10 +380,11 @@ impl Backend for CpuBackend<'_> {
         )
     }
 
-    fn begin_epoch(&mut self, permutation: &[u32], lr: f32) -> Result<()> {
+    fn begin_epoch(&mut self, permutation: &[u32], steps: &[StepConstants]) -> Result<()> {
         self.permutation.clear();
         self.permutation.extend_from_slice(permutation);
-        self.lr = lr;
+        self.steps.clear();
+        self.steps.extend_from_slice(steps);
         let batches = self.work.batches();
         self.metrics = EpochMetrics {
             batch_loss: Vec::with_capacity(batches),
@@ -306,7 +399,7 @@ impl Backend for CpuBackend<'_> {
         let start = batch * size;
         let end = (start + size).min(self.permutation.len());
         let index = std::mem::take(&mut self.permutation);
-        let (loss, correct) = self.run_batch(self.work.train, &index[start..end], true);
+        let (loss, correct) = self.run_batch(self.work.train, &index[start..end], Some(self.steps[batch]));
         self.permutation = index;
         self.metrics.batch_loss.push(loss);
         self.metrics.batch_correct.push(correct);
@@ -328,7 +421,7 @@ impl Backend for CpuBackend<'_> {
             ..SplitMetrics::default()
         };
         for chunk in identity[..data.len()].chunks(self.work.eval_rows()) {
-            let (loss, correct) = self.run_batch(data, chunk, false);
+            let (loss, correct) = self.run_batch(data, chunk, None);
             result.loss_sum += loss as f64;
             result.correct += correct as u64;
         }
@@ -352,6 +445,18 @@ impl Backend for CpuBackend<'_> {
 /// The mean loss of `index`'s examples of `data` under `params`, and its gradient: one
 /// single-threaded forward and backward pass. For gradient checks and parity tests.
 pub fn loss_and_gradient(spec: &NetworkSpec, params: &[f32], data: &Dataset, index: &[u32]) -> (f32, Vec<f32>) {
+    loss_and_gradient_with(spec, params, data, index, None)
+}
+
+/// [`loss_and_gradient`] with the dropout masks of training step `step`: with the masks fixed,
+/// the loss is a smooth function of the parameters, so its gradient can be checked too.
+pub fn loss_and_gradient_with(
+    spec: &NetworkSpec,
+    params: &[f32],
+    data: &Dataset,
+    index: &[u32],
+    dropout: Option<(Dropout, u32)>,
+) -> (f32, Vec<f32>) {
     let layout = spec.layout();
     let mut shard = Shard::new(&spec.widths, index.len(), layout.total);
     let scale = 1.0 / index.len() as f32;
@@ -362,6 +467,9 @@ pub fn loss_and_gradient(spec: &NetworkSpec, params: &[f32], data: &Dataset, ind
         data,
         index,
         scale,
+        row0: 0,
+        dropout,
+        standardize: None,
         shard: &mut shard,
     };
     backend::forward_backward(&mut ops, layout.layers.len());

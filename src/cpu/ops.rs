@@ -5,7 +5,10 @@
 //! formula. Each op has a WGSL twin of the same name in `shaders/`, and tests that check both
 //! against naive loops.
 
+use crate::data::Standardization;
+use crate::dropout::Mask;
 use crate::network::{Activation, Loss, Output};
+use crate::optim::UpdateConstants;
 
 /// `c (m×n) = a (m×k) · b (k×n)`, each given as a slice plus its (row, column) strides, so that
 /// a transposed operand is the same slice with its strides swapped.
@@ -69,17 +72,74 @@ pub fn square_matmul(c: &mut [f32], a: &[f32], b: &[f32], n: usize, threads: usi
     sgemm((n, n, n), c, a, (n, 1), b, (n, 1), parallelism);
 }
 
-/// `x[r, :] = images[index[r], :] / 255` — copies a batch's examples out of the u8 dataset.
+/// `x[r, :] = images[index[r], :] / 255` — copies a batch's examples out of the u8 dataset —
+/// then, with `standardize`, `x[r, f] = (x[r, f] − mean[f]) · inv_std[f]`.
 /// x: rows × features; `images`: examples × features; `index`: rows entries of the permutation.
-pub fn gather_batch(x: &mut [f32], labels: &mut [u8], images: &[u8], all_labels: &[u8], index: &[u32]) {
+pub fn gather_batch(
+    x: &mut [f32],
+    labels: &mut [u8],
+    images: &[u8],
+    all_labels: &[u8],
+    index: &[u32],
+    standardize: Option<&Standardization>,
+) {
     let features = x.len() / index.len().max(1);
     for (r, &example) in index.iter().enumerate() {
         let example = example as usize;
         let pixels = &images[example * features..(example + 1) * features];
-        for (xi, &p) in x[r * features..(r + 1) * features].iter_mut().zip(pixels) {
+        let row = &mut x[r * features..(r + 1) * features];
+        for (xi, &p) in row.iter_mut().zip(pixels) {
             *xi = p as f32 / 255.0;
         }
+        if let Some(s) = standardize {
+            for ((xi, m), k) in row.iter_mut().zip(&s.mean).zip(&s.inv_std) {
+                *xi = (*xi - m) * k;
+            }
+        }
         labels[r] = all_labels[example];
+    }
+}
+
+/// Inverted dropout, in place: `a[r, u] *= 1/(1−p)` where `mask` keeps (row0 + r, u), else 0.
+/// a: rows × units; `row0` is the first row's index in the whole batch (a CPU shard's offset).
+pub fn dropout_forward(a: &mut [f32], units: usize, row0: usize, mask: &Mask) {
+    for (r, row) in a.chunks_exact_mut(units).enumerate() {
+        for (u, v) in row.iter_mut().enumerate() {
+            *v *= mask.factor(row0 + r, units, u);
+        }
+    }
+}
+
+/// The backward pass through a dropped activation, in place: `d ⊙ f'(a)` as
+/// [`activation_backward`] computes it, times the mask's factor. `dropped` holds ã = a·m/(1−p),
+/// what the forward pass left; a kept unit's a is ã·(1−p), a dropped unit passes no gradient.
+/// d, dropped: rows × units.
+pub fn dropout_activation_backward(
+    activation: Activation,
+    d: &mut [f32],
+    dropped: &[f32],
+    units: usize,
+    row0: usize,
+    mask: &Mask,
+) {
+    let keep = 1.0 / mask.scale;
+    for (r, (d_row, a_row)) in d.chunks_exact_mut(units).zip(dropped.chunks_exact(units)).enumerate() {
+        for (u, (d, &a)) in d_row.iter_mut().zip(a_row).enumerate() {
+            let factor = mask.factor(row0 + r, units, u);
+            let a = a * keep;
+            let derivative = match activation {
+                Activation::Relu => {
+                    if a > 0.0 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                Activation::Sigmoid => a * (1.0 - a),
+                Activation::Tanh => 1.0 - a * a,
+            };
+            *d = if factor == 0.0 { 0.0 } else { *d * derivative * factor };
+        }
     }
 }
 
@@ -224,11 +284,17 @@ pub fn argmax(z: &[f32]) -> usize {
     best
 }
 
+/// Splits a chunk of the flat buffers (starting at global index `first_index`) at the boundary
+/// between weights (global index `< weight_count`) and biases: (weights, biases) of it.
+fn weights_then_biases(len: usize, weight_count: usize, first_index: usize) -> usize {
+    weight_count.saturating_sub(first_index).min(len)
+}
+
 /// `θ ← θ - lr·(∂θ + λ·θ)` for weights (global index `< weight_count`), `θ ← θ - lr·∂θ` for
 /// biases. `params` and `grads` may be a chunk of the flat buffers starting at `first_index`.
 pub fn sgd_update(params: &mut [f32], grads: &[f32], lr: f32, l2: f32, weight_count: usize, first_index: usize) {
     // Split at the weights/biases boundary so both loops are branch-free (and vectorise).
-    let weights = weight_count.saturating_sub(first_index).min(params.len());
+    let weights = weights_then_biases(params.len(), weight_count, first_index);
     let (p_weights, p_biases) = params.split_at_mut(weights);
     let (g_weights, g_biases) = grads.split_at(weights);
     for (p, &g) in p_weights.iter_mut().zip(g_weights) {
@@ -236,6 +302,90 @@ pub fn sgd_update(params: &mut [f32], grads: &[f32], lr: f32, l2: f32, weight_co
     }
     for (p, &g) in p_biases.iter_mut().zip(g_biases) {
         *p -= lr * g;
+    }
+}
+
+/// The gradient of parameter `p` with its L2 term: g + λ·p for weights, g for biases.
+#[inline]
+fn with_l2(g: f32, p: f32, l2: f32, is_weight: bool) -> f32 {
+    if is_weight {
+        g + l2 * p
+    } else {
+        g
+    }
+}
+
+/// Momentum as the exponentially weighted average of the gradients:
+/// `v ← β·v + (1−β)·g`, `θ ← θ − lr·v` (β is `k.beta1`). Chunks as [`sgd_update`].
+pub fn momentum_update(
+    params: &mut [f32],
+    grads: &[f32],
+    velocity: &mut [f32],
+    k: &UpdateConstants,
+    first_index: usize,
+) {
+    let weights = weights_then_biases(params.len(), k.weight_count as usize, first_index);
+    for (i, ((p, &g), v)) in params.iter_mut().zip(grads).zip(velocity.iter_mut()).enumerate() {
+        let g = with_l2(g, *p, k.l2, i < weights);
+        *v = k.beta1 * *v + (1.0 - k.beta1) * g;
+        *p -= k.lr * *v;
+    }
+}
+
+/// RMSprop: `s ← β₂·s + (1−β₂)·g²`, `θ ← θ − lr·g/(√s + ε)`. Chunks as [`sgd_update`].
+pub fn rmsprop_update(
+    params: &mut [f32],
+    grads: &[f32],
+    square_avg: &mut [f32],
+    k: &UpdateConstants,
+    first_index: usize,
+) {
+    let weights = weights_then_biases(params.len(), k.weight_count as usize, first_index);
+    for (i, ((p, &g), s)) in params.iter_mut().zip(grads).zip(square_avg.iter_mut()).enumerate() {
+        let g = with_l2(g, *p, k.l2, i < weights);
+        *s = k.beta2 * *s + (1.0 - k.beta2) * g * g;
+        *p -= k.lr * g / (s.sqrt() + k.eps);
+    }
+}
+
+/// Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `θ ← θ − lr·(m/c₁) / (√(v/c₂) + ε)` with c = `k.bias1`, `k.bias2`. Chunks as [`sgd_update`].
+pub fn adam_update(
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &UpdateConstants,
+    first_index: usize,
+) {
+    let weights = weights_then_biases(params.len(), k.weight_count as usize, first_index);
+    let moments = m.iter_mut().zip(v.iter_mut());
+    for (i, ((p, &g), (m, v))) in params.iter_mut().zip(grads).zip(moments).enumerate() {
+        let g = with_l2(g, *p, k.l2, i < weights);
+        *m = k.beta1 * *m + (1.0 - k.beta1) * g;
+        *v = k.beta2 * *v + (1.0 - k.beta2) * g * g;
+        *p -= k.lr * (*m / k.bias1) / ((*v / k.bias2).sqrt() + k.eps);
+    }
+}
+
+/// AdamW: the Adam step on the plain gradient, and the weights (not the biases) decayed apart
+/// from it: `θ ← θ − lr·wd·θ − lr·m̂/(√v̂ + ε)`, the decay taken on θ before this step.
+/// Chunks as [`sgd_update`].
+pub fn adamw_update(
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &UpdateConstants,
+    first_index: usize,
+) {
+    let weights = weights_then_biases(params.len(), k.weight_count as usize, first_index);
+    let moments = m.iter_mut().zip(v.iter_mut());
+    for (i, ((p, &g), (m, v))) in params.iter_mut().zip(grads).zip(moments).enumerate() {
+        let decay = if i < weights { k.weight_decay * *p } else { 0.0 };
+        *m = k.beta1 * *m + (1.0 - k.beta1) * g;
+        *v = k.beta2 * *v + (1.0 - k.beta2) * g * g;
+        *p -= k.lr * ((*m / k.bias1) / ((*v / k.bias2).sqrt() + k.eps) + decay);
     }
 }
 

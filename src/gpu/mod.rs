@@ -14,6 +14,7 @@ use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, GpuCount
 use crate::data::Dataset;
 use crate::error::{GpuError, Result};
 use crate::network::{NetworkSpec, ParamLayout};
+use crate::optim::StepConstants;
 use context::GpuContext;
 use kernels::{
     activation_code, linear_grid, tile_grid, BatchEntry, GatherDims, Kernels, LayerDims, OutputDims, UpdateParams,
@@ -91,6 +92,16 @@ impl GpuBackend {
 
     /// Builds the backend on an open device.
     pub fn with_context(ctx: GpuContext, work: Workload, params: &[f32]) -> Result<GpuBackend> {
+        // TODO(issue 9, GPU): the optimiser, dropout and standardisation kernels.
+        if work.optimizer.kind != crate::optim::OptimizerKind::Sgd {
+            return Err(GpuError::Unsupported(format!("--optimizer {}", work.optimizer.kind)).into());
+        }
+        if work.dropout.hidden > 0.0 || work.dropout.input > 0.0 {
+            return Err(GpuError::Unsupported("dropout".into()).into());
+        }
+        if work.standardize.is_some() {
+            return Err(GpuError::Unsupported("--normalize standardize".into()).into());
+        }
         let kernels = Kernels::new(&ctx)?;
         let spec = work.spec.clone();
         let layout = spec.layout();
@@ -437,7 +448,14 @@ impl Backend for GpuBackend {
         self.ctx.adapter_name()
     }
 
-    fn begin_epoch(&mut self, permutation: &[u32], lr: f32) -> Result<()> {
+    fn begin_epoch(&mut self, permutation: &[u32], steps: &[StepConstants]) -> Result<()> {
+        // TODO(issue 9, GPU): a per-step table; until then one lr per epoch.
+        let lr = steps[0].lr;
+        if steps.iter().any(|s| s.lr != lr) {
+            return Err(
+                GpuError::Unsupported("a learning rate that changes within an epoch (warm-up, cosine)".into()).into(),
+            );
+        }
         self.ctx
             .queue
             .write_buffer(&self.train.order, 0, bytemuck::cast_slice(permutation));

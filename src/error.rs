@@ -85,6 +85,11 @@ pub enum ConfigError {
     ValidationTooLarge { requested: usize, examples: usize },
     #[error("--dataset xor has its own 4 examples: --validation and --data-dir do not apply to it")]
     XorOptions,
+    #[error(
+        "the checkpoint holds the state of optimizer '{name}' ({buffers} buffers), but this gpu-mlp \
+         trains with plain SGD only"
+    )]
+    OptimizerState { name: String, buffers: usize },
 }
 
 /// A fault of the GPU path, naming the adapter, kernel or buffer involved.

@@ -355,6 +355,25 @@ impl Backend for CpuBackend<'_> {
     fn parameters(&mut self) -> Result<Vec<f32>> {
         Ok(self.params.clone())
     }
+
+    /// The evaluation's forward pass, chunk by chunk, gathering each shard's logits in order.
+    fn logits(&mut self, split: Split) -> Result<Vec<f32>> {
+        let Some(data) = self.split(split) else { return Ok(Vec::new()) };
+        let last = self.layout.layers.len();
+        let classes = self.work.spec.widths[last];
+        let mut logits = Vec::with_capacity(data.len() * classes);
+        let identity = std::mem::take(&mut self.identity);
+        for chunk in identity[..data.len()].chunks(self.work.eval_rows()) {
+            self.run_batch(data, chunk, false);
+            // run_batch cut the chunk into these shards.
+            let per_shard = chunk.len().div_ceil(shard_count(chunk.len(), self.threads));
+            for (shard, rows) in self.shards.iter().zip(chunk.chunks(per_shard)) {
+                logits.extend_from_slice(&shard.acts[last][..rows.len() * classes]);
+            }
+        }
+        self.identity = identity;
+        Ok(logits)
+    }
 }
 
 /// The mean loss of `index`'s examples of `data` under `params`, and its gradient: one

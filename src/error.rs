@@ -28,6 +28,8 @@ pub enum Error {
     Threads { threads: usize, message: String },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }
 
 /// A setting that cannot describe a trainable run.

@@ -13,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod init;
+pub mod model;
 pub mod network;
 pub mod report;
 pub mod train;

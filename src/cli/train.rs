@@ -60,8 +60,11 @@ impl DatasetName {
     }
 }
 
+/// How a flag reads its default off a preset.
+type PresetValue = fn(Preset) -> String;
+
 /// The flags whose defaults depend on the dataset, and how each reads its value off a preset.
-const PRESET_FLAGS: [(&str, fn(Preset) -> String); 6] = [
+const PRESET_FLAGS: [(&str, PresetValue); 6] = [
     ("layers", |p| p.layers.to_string()),
     ("activation", |p| p.activation.to_string()),
     ("init", |p| p.init.to_string()),

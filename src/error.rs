@@ -30,6 +30,8 @@ pub enum Error {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Image(#[from] crate::preprocess::ImageError),
 }
 
 /// A setting that cannot describe a trainable run.

@@ -3,9 +3,11 @@
 //! This module holds the parser and what the subcommands share (devices, the data folder).
 
 mod bench;
+mod model;
 mod train;
 
 pub use bench::{bench_command, BenchArgs, BenchDevice};
+pub use model::{eval_command, logits_of, predict_command, EvalArgs, EvalSplit, NetworkFlags, PredictArgs};
 pub use train::{train_command, DatasetName, Preset, Run, TrainArgs};
 
 use crate::backend::{Backend, Workload};
@@ -37,6 +39,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Time whole training epochs of the reference networks and print a table.
     Bench(BenchArgs),
+    /// Evaluate a saved model: loss, accuracy, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
+    /// Classify images of digits with a saved model.
+    Predict(PredictArgs),
 }
 
 impl Cli {
@@ -147,6 +153,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Train(args)) => train_command(&args),
         Some(Command::Bench(args)) => bench_command(&args),
+        Some(Command::Eval(args)) => eval_command(&args),
+        Some(Command::Predict(args)) => predict_command(&args),
         None => train_command(&cli.train),
     }
 }

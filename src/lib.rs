@@ -18,4 +18,5 @@ pub mod model;
 pub mod network;
 pub mod preprocess;
 pub mod report;
+pub mod signals;
 pub mod train;

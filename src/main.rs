@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     }
     match cli::run(Cli::parse_args()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The run has said where it stopped and how to resume.
+        Err(gpu_mlp::error::Error::Interrupted { code, .. }) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

@@ -3,6 +3,7 @@
 //! This module holds the parser and what the subcommands share (devices, the data folder).
 
 mod bench;
+mod keep;
 mod model;
 mod train;
 
@@ -61,7 +62,19 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let matches = Cli::command_with_presets().try_get_matches_from(args)?;
-        Cli::from_arg_matches(&matches)
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let train = matches.subcommand_matches("train").unwrap_or(&matches);
+        let given: Vec<String> = train
+            .ids()
+            .filter(|id| train.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+            .map(|id| id.to_string())
+            .collect();
+        match &mut cli.command {
+            Some(Command::Train(args)) => args.given = given,
+            None => cli.train.given = given,
+            Some(_) => {}
+        }
+        Ok(cli)
     }
 
     /// Parses the process's arguments; prints help, the version or the usage error and exits

@@ -14,8 +14,8 @@
 //! 3. [`crop`]: the bounding box of the ink (pixels at least [`INK_THRESHOLD`]);
 //! 4. [`fit`]: scale so the longer side is [`BOX`] = 20 pixels, keeping the aspect ratio
 //!    (a triangle filter, which averages when shrinking);
-//! 5. [`centre`]: translate by whole pixels so the centre of mass sits at the centre of the
-//!    [`FIELD`] = 28 field;
+//! 5. [`centre`]: translate by whole pixels so the centre of mass sits at pixel (14, 14) of the
+//!    [`FIELD`] = 28 field, where MNIST has it;
 //! 6. [`quantize`]: back to bytes, as the data sets hold them.
 //!
 //! [`raw`] skips all of it for images already like MNIST's (28×28, light digit on black): only
@@ -177,11 +177,7 @@ pub fn luminance(image: &DynamicImage) -> Gray {
 /// stretched so the background level is 0 and the strongest ink 1.
 pub fn to_ink(gray: &Gray) -> Result<Gray, ImageProblem> {
     let invert = gray.border_mean() > 0.5;
-    let ink: Vec<f32> = gray
-        .pixels
-        .iter()
-        .map(|&v| if invert { 1.0 - v } else { v })
-        .collect();
+    let ink: Vec<f32> = gray.pixels.iter().map(|&v| if invert { 1.0 - v } else { v }).collect();
     let ink = Gray::new(gray.width, gray.height, ink);
     let background = ink.border_mean();
     let peak = ink.pixels.iter().copied().fold(0.0f32, f32::max);
@@ -211,7 +207,10 @@ pub fn crop(ink: &Gray) -> Gray {
         return ink.clone();
     }
     let (w, h) = (x1 - x0 + 1, y1 - y0 + 1);
-    let pixels = (y0..=y1).flat_map(|y| (x0..=x1).map(move |x| (x, y))).map(|(x, y)| ink.at(x, y)).collect();
+    let pixels = (y0..=y1)
+        .flat_map(|y| (x0..=x1).map(move |x| (x, y)))
+        .map(|(x, y)| ink.at(x, y))
+        .collect();
     Gray::new(w, h, pixels)
 }
 
@@ -228,16 +227,17 @@ pub fn fit(ink: &Gray, side: usize) -> Gray {
     Gray::new(width, height, pixels)
 }
 
-/// Placed in a `field` × `field` image, moved by whole pixels so that its centre of mass lands
-/// on the field's centre (parts pushed outside are cut off).
+/// Placed in a `field` × `field` image, moved by whole pixels so that its centre of mass (in
+/// pixel indices) lands on pixel (field/2, field/2), (14, 14) for MNIST, as in MNIST itself: its
+/// test set's centres of mass average (14.01, 13.99). Parts pushed outside are cut off.
 pub fn centre(digit: &Gray, field: usize) -> Gray {
     let (mut mass, mut mx, mut my) = (0.0f64, 0.0f64, 0.0f64);
     for y in 0..digit.height {
         for x in 0..digit.width {
             let v = digit.at(x, y) as f64;
             mass += v;
-            mx += v * (x as f64 + 0.5);
-            my += v * (y as f64 + 0.5);
+            mx += v * x as f64;
+            my += v * y as f64;
         }
     }
     let (cx, cy) = if mass > 0.0 {
@@ -245,7 +245,7 @@ pub fn centre(digit: &Gray, field: usize) -> Gray {
     } else {
         (digit.width as f64 / 2.0, digit.height as f64 / 2.0)
     };
-    let half = field as f64 / 2.0;
+    let half = (field / 2) as f64;
     let (dx, dy) = ((half - cx).round() as i64, (half - cy).round() as i64);
     let mut out = vec![0.0f32; field * field];
     for y in 0..digit.height {
@@ -325,8 +325,8 @@ mod tests {
             for x in 0..g.width {
                 let v = g.at(x, y) as f64;
                 m += v;
-                mx += v * (x as f64 + 0.5);
-                my += v * (y as f64 + 0.5);
+                mx += v * x as f64;
+                my += v * y as f64;
             }
         }
         (mx / m, my / m)
@@ -364,11 +364,19 @@ mod tests {
 
     #[test]
     fn fit_makes_the_longer_side_twenty_keeping_the_ratio() {
-        for (w, h, want) in [(100, 50, (20, 10)), (10, 40, (5, 20)), (3, 3, (20, 20)), (400, 7, (20, 1))] {
+        for (w, h, want) in [
+            (100, 50, (20, 10)),
+            (10, 40, (5, 20)),
+            (3, 3, (20, 20)),
+            (400, 7, (20, 1)),
+        ] {
             let g = Gray::new(w, h, vec![1.0; w * h]);
             let f = fit(&g, BOX);
             assert_eq!((f.width, f.height), want, "{w}×{h}");
-            assert!(f.pixels.iter().all(|&v| (v - 1.0).abs() < 1e-5), "{w}×{h}: a flat image stays flat");
+            assert!(
+                f.pixels.iter().all(|&v| (v - 1.0).abs() < 1e-5),
+                "{w}×{h}: a flat image stays flat"
+            );
         }
     }
 
@@ -381,7 +389,10 @@ mod tests {
         }
         let c = centre(&g, FIELD);
         let (cx, cy) = mass_centre(&c);
-        assert!((cx - 14.0).abs() <= 0.5 && (cy - 14.0).abs() <= 0.5, "centre of mass ({cx}, {cy})");
+        assert!(
+            (cx - 14.0).abs() <= 0.5 && (cy - 14.0).abs() <= 0.5,
+            "centre of mass ({cx}, {cy})"
+        );
         let total: f32 = c.pixels.iter().sum();
         assert_eq!(total, g.pixels.iter().sum::<f32>(), "nothing cut off");
     }
@@ -395,9 +406,24 @@ mod tests {
     #[test]
     fn sizes_that_cannot_hold_a_digit_are_refused() {
         assert_eq!(check_size(0, 0), Err(ImageProblem::TooSmall { width: 0, height: 0 }));
-        assert_eq!(check_size(1, 20000), Err(ImageProblem::TooSmall { width: 1, height: 20000 }));
-        assert_eq!(check_size(10, 600), Err(ImageProblem::TooThin { width: 10, height: 600 }));
-        assert_eq!(check_size(10000, 10000), Err(ImageProblem::TooLarge { width: 10000, height: 10000 }));
+        assert_eq!(
+            check_size(1, 20000),
+            Err(ImageProblem::TooSmall {
+                width: 1,
+                height: 20000
+            })
+        );
+        assert_eq!(
+            check_size(10, 600),
+            Err(ImageProblem::TooThin { width: 10, height: 600 })
+        );
+        assert_eq!(
+            check_size(10000, 10000),
+            Err(ImageProblem::TooLarge {
+                width: 10000,
+                height: 10000
+            })
+        );
         assert_eq!(check_size(28, 28), Ok(()));
         assert_eq!(check_size(4000, 3000), Ok(()));
     }

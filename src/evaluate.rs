@@ -103,10 +103,7 @@ impl Evaluation {
                 accuracy,
             );
         }
-        let _ = writeln!(
-            out,
-            "\nconfusion matrix (rows: true class, columns: predicted class)"
-        );
+        let _ = writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted class)");
         let cell = self
             .confusion
             .iter()

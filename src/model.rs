@@ -533,9 +533,7 @@ fn parse_safetensors<'a>(
         SafeTensorError::InvalidOffset(name) => not(format!(
             "the data offsets of tensor '{name}' leave a gap or overlap another tensor"
         )),
-        SafeTensorError::TensorInvalidInfo => {
-            not("a tensor's data offsets do not match its shape and type".into())
-        }
+        SafeTensorError::TensorInvalidInfo => not("a tensor's data offsets do not match its shape and type".into()),
         SafeTensorError::ValidationOverflow => not("a tensor's shape is too large to address".into()),
         other => not(other.to_string()),
     })
@@ -592,18 +590,22 @@ impl Meta<'_> {
     }
 
     fn choice<T: ValueEnum>(&self, key: &str) -> Result<Option<T>, ModelError> {
-        let Some(value) = self.map.get(key) else { return Ok(None) };
+        let Some(value) = self.map.get(key) else {
+            return Ok(None);
+        };
         let names: Vec<String> = T::value_variants()
             .iter()
             .filter_map(|v| v.to_possible_value())
             .map(|v| v.get_name().to_string())
             .collect();
-        T::from_str(value, false).map(Some).map_err(|_| ModelError::BadMetadata {
-            path: self.path.into(),
-            key: key.into(),
-            value: value.clone(),
-            expected: format!("one of {}", names.join(", ")),
-        })
+        T::from_str(value, false)
+            .map(Some)
+            .map_err(|_| ModelError::BadMetadata {
+                path: self.path.into(),
+                key: key.into(),
+                value: value.clone(),
+                expected: format!("one of {}", names.join(", ")),
+            })
     }
 }
 
@@ -686,7 +688,12 @@ fn read_spec(file: &SafeTensors, meta: &Meta, ours: bool, hints: &SpecHints) -> 
     .map(|w| w.0);
     let widths = widths_from_tensors(file, path, declared.as_deref(), ours)?;
     let layers = widths.len() - 1;
-    let activation = settle(path, "--activation", file_choice(meta, ours, "activation")?, hints.activation)?;
+    let activation = settle(
+        path,
+        "--activation",
+        file_choice(meta, ours, "activation")?,
+        hints.activation,
+    )?;
     let activation = match activation {
         Some(a) => a,
         // One layer has no hidden activation: any value gives the same network.
@@ -975,7 +982,10 @@ pub fn save_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
@@ -1126,7 +1136,10 @@ mod tests {
         assert_eq!(a.settings, b.settings);
         assert_eq!(a.optimizer, b.optimizer);
         let (p, q) = (a.position, b.position);
-        assert_eq!((p.epochs_done, p.batches_done, &p.order), (q.epochs_done, q.batches_done, &q.order));
+        assert_eq!(
+            (p.epochs_done, p.batches_done, &p.order),
+            (q.epochs_done, q.batches_done, &q.order)
+        );
         assert_eq!(p.partial_loss.to_bits(), q.partial_loss.to_bits());
         assert_eq!(p.partial_correct, q.partial_correct);
         assert_eq!(p.rng, q.rng);
@@ -1152,8 +1165,10 @@ mod tests {
     fn a_model_without_metadata_needs_the_activation() {
         let m = model();
         let tensors = m.tensors();
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
-            tensors.iter().map(|(n, s, v)| (n.clone(), f32_bytes(v.iter().copied()), s.clone())).collect();
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, s, v)| (n.clone(), f32_bytes(v.iter().copied()), s.clone()))
+            .collect();
         let views: Vec<(String, TensorView)> = bytes
             .iter()
             .map(|(n, b, s)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
@@ -1189,7 +1204,10 @@ mod tests {
         };
         let err = Checkpoint::from_bytes(&bytes, Path::new("m.safetensors"), &hints).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("--activation tanh") && text.contains("--activation relu"), "{text}");
+        assert!(
+            text.contains("--activation tanh") && text.contains("--activation relu"),
+            "{text}"
+        );
     }
 
     #[test]

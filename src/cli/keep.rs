@@ -12,7 +12,7 @@
 use super::train::{DatasetName, Run, TrainArgs};
 use super::DeviceChoice;
 use crate::backend::{Backend, OptimizerState};
-use crate::error::{ConfigError, Error, ResumeError, Result};
+use crate::error::{ConfigError, Error, Result, ResumeError};
 use crate::model::{self, Checkpoint, Model, ModelError, ModelInfo, RunSettings, SpecHints, TrainingState};
 use crate::network::{parse_widths, Init, NetworkSpec};
 use crate::signals::{Signal, StopSignal};
@@ -101,7 +101,9 @@ impl Beginning {
 
     /// The position a resumed run continues from, checked against the data it now trains on.
     pub fn position(&self, run: &Run) -> Result<Option<Position>> {
-        let Some((path, state)) = &self.resumed else { return Ok(None) };
+        let Some((path, state)) = &self.resumed else {
+            return Ok(None);
+        };
         let found = model::data_crc32(&run.train);
         if found != state.settings.data_crc32 {
             return Err(ResumeError::OtherData {
@@ -194,7 +196,12 @@ fn merge_resume(args: &TrainArgs, path: &Path, spec: &NetworkSpec, state: &Train
         check("--lr", "lr", &lr, &s.lr)?;
     }
     check("--lr-decay", "lr_decay", &args.lr_decay, &s.lr_decay)?;
-    check("--lr-decay-every", "lr_decay_every", &args.lr_decay_every, &s.lr_decay_every)?;
+    check(
+        "--lr-decay-every",
+        "lr_decay_every",
+        &args.lr_decay_every,
+        &s.lr_decay_every,
+    )?;
     check("--l2", "l2", &args.l2, &s.l2)?;
     check("--seed", "seed", &args.seed, &s.seed)?;
     check("--dataset", "dataset", &value_name(args.dataset), &value_name(dataset))?;
@@ -251,7 +258,9 @@ fn merge_resume(args: &TrainArgs, path: &Path, spec: &NetworkSpec, state: &Train
 
 /// A flag value as the command line spells it.
 fn value_name(value: impl ValueEnum) -> String {
-    value.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// The settings a checkpoint of `run` stores.

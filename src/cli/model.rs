@@ -132,7 +132,12 @@ fn check_fits(model: &Model, path: &Path, data: &Dataset, source: &str) -> Resul
 
 /// The logits of every example of `data` under `model`, on `device`: a backend whose test split
 /// is `data` (and whose unused training set is its first example).
-pub fn logits_of(model: &Model, data: &Dataset, device: DeviceChoice, threads: usize) -> Result<(Vec<f32>, String, String)> {
+pub fn logits_of(
+    model: &Model,
+    data: &Dataset,
+    device: DeviceChoice,
+    threads: usize,
+) -> Result<(Vec<f32>, String, String)> {
     let one = data.truncated(1);
     let work = Workload {
         spec: &model.spec,

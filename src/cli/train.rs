@@ -8,9 +8,9 @@ use crate::data::{self, Dataset};
 use crate::error::{ConfigError, Error, Result};
 use crate::evaluate;
 use crate::init;
-use crate::signals::StopSignal;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
 use crate::report;
+use crate::signals::StopSignal;
 use crate::train::{self, EpochReport, Observer, Position, Schedule};
 use clap::{Args, ValueEnum};
 use std::io::Write;
@@ -407,11 +407,22 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
     let start = beginning
         .position(&run)?
         .unwrap_or_else(|| Position::start(rng, run.train.len()));
+    // From here on a signal stops the run at its next consistent point instead of killing it.
+    let progress = Arc::new(Mutex::new(Progress {
+        save: args.save.clone(),
+        ..Progress::default()
+    }));
+    let watched = Arc::clone(&progress);
+    let stop = StopSignal::install(move |signal| {
+        let progress = watched.lock().expect("progress");
+        eprintln!("{}", keep::announce(&progress, signal));
+    })?;
     let started = Instant::now();
     let mut backend = make_backend(run.device, work, params, run.threads)?;
     if let Some(state) = beginning.optimizer() {
         backend.set_optimizer_state(state)?;
     }
+    progress.lock().expect("progress").steps_each_batch = backend.steps_each_batch();
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(
@@ -460,16 +471,6 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         }
     }
     let settings = keep::settings_of(&run, args, backend.as_ref());
-    let progress = Arc::new(Mutex::new(Progress {
-        steps_each_batch: backend.steps_each_batch(),
-        save: args.save.clone(),
-        ..Progress::default()
-    }));
-    let watched = Arc::clone(&progress);
-    let stop = StopSignal::install(move |signal| {
-        let progress = watched.lock().expect("progress");
-        eprintln!("{}", keep::announce(&progress, signal));
-    })?;
     let mut printer = Printer {
         json: args.json,
         verbose: args.verbose,

@@ -358,7 +358,9 @@ impl Backend for CpuBackend<'_> {
 
     /// The evaluation's forward pass, chunk by chunk, gathering each shard's logits in order.
     fn logits(&mut self, split: Split) -> Result<Vec<f32>> {
-        let Some(data) = self.split(split) else { return Ok(Vec::new()) };
+        let Some(data) = self.split(split) else {
+            return Ok(Vec::new());
+        };
         let last = self.layout.layers.len();
         let classes = self.work.spec.widths[last];
         let mut logits = Vec::with_capacity(data.len() * classes);

@@ -741,6 +741,15 @@ fn a_large_off_centre_digit_on_white_is_recognised() {
     assert!(out.starts_with(&format!("{}: 7  (7: ", files[0].display())), "{out}");
 }
 
+#[test]
+fn the_readmes_example_digits_are_read_right() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/data/examples");
+    let files = ["seven.png", "four.png", "one.png"].map(|f| format!("{examples}/{f}"));
+    let mut args = vec!["predict", "--model", arg(trained()), "--json", "--device", "cpu"];
+    args.extend(files.iter().map(String::as_str));
+    assert_eq!(predictions(&args), vec![7, 4, 1]);
+}
+
 // --- bad files -------------------------------------------------------------------------------
 
 type Tensor = (String, Dtype, Vec<usize>, Vec<u8>);

@@ -571,13 +571,13 @@ impl Meta<'_> {
     fn optional<T: FromStr>(&self, key: &str) -> Result<Option<T>, ModelError> {
         self.map
             .get(key)
-            .map(|v| self.parse(key, v, std::any::type_name::<T>()))
+            .map(|v| self.parse(key, v, kind_of::<T>()))
             .transpose()
     }
 
     fn required<T: FromStr>(&self, key: &str) -> Result<T, ModelError> {
         match self.map.get(key) {
-            Some(v) => self.parse(key, v, std::any::type_name::<T>()),
+            Some(v) => self.parse(key, v, kind_of::<T>()),
             None => Err(ModelError::MissingMetadata {
                 path: self.path.into(),
                 key: key.into(),
@@ -606,6 +606,15 @@ impl Meta<'_> {
                 value: value.clone(),
                 expected: format!("one of {}", names.join(", ")),
             })
+    }
+}
+
+/// What a metadata value of type `T` must look like, in words.
+fn kind_of<T>() -> &'static str {
+    match std::any::type_name::<T>() {
+        "f32" | "f64" => "a number",
+        name if name.ends_with("String") => "text",
+        _ => "a whole number",
     }
 }
 

@@ -200,13 +200,13 @@ fn sigint_on_the_gpu_stops_when_the_epoch_ends_and_resumes_exactly() {
             "--layers",
             "784,32,10",
             "--train-examples",
-            "3000",
+            "4000",
             "--test-examples",
             "300",
             "--batch-size",
             "50",
             "--epochs",
-            "5",
+            "6",
         ],
         "INT",
         130,
@@ -218,7 +218,7 @@ fn sigint_on_the_gpu_stops_when_the_epoch_ends_and_resumes_exactly() {
         ],
     );
     assert_eq!(batches, 0, "the GPU stops between epochs");
-    assert!((1..5).contains(&epochs), "stopped after epoch {epochs}");
+    assert!((1..6).contains(&epochs), "stopped after epoch {epochs}");
 }
 
 #[test]

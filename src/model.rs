@@ -688,6 +688,7 @@ fn read_spec(file: &SafeTensors, meta: &Meta, ours: bool, hints: &SpecHints) -> 
         ),
         None => None,
     };
+    let from_meta_given = from_meta.is_some();
     let declared = settle(
         path,
         "--layers",
@@ -695,7 +696,12 @@ fn read_spec(file: &SafeTensors, meta: &Meta, ours: bool, hints: &SpecHints) -> 
         hints.widths.clone().map(Widths),
     )?
     .map(|w| w.0);
-    let widths = widths_from_tensors(file, path, declared.as_deref(), ours)?;
+    let source = if from_meta_given {
+        "the file's metadata"
+    } else {
+        "--layers"
+    };
+    let widths = widths_from_tensors(file, path, declared.as_deref(), source)?;
     let layers = widths.len() - 1;
     let activation = settle(
         path,
@@ -741,13 +747,12 @@ fn widths_from_tensors(
     file: &SafeTensors,
     path: &Path,
     declared: Option<&[usize]>,
-    ours: bool,
+    source: &str,
 ) -> Result<Vec<usize>, ModelError> {
     let why_missing = |l: usize| match declared {
         Some(w) => format!("the {}-layer network {} needs", w.len() - 1, widths_text(w)),
         None => format!("layer {l} of the network needs"),
     };
-    let source = if ours { "the file's metadata" } else { "--layers" };
     // Without declared widths, the layers are those whose weights are in the file.
     let layers = match declared {
         Some(w) => w.len() - 1,

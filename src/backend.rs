@@ -182,6 +182,29 @@ pub fn step_batches<B: Backend + ?Sized>(
     Ok(trained)
 }
 
+/// The optimiser's state beyond the parameters, as a checkpoint stores it: named flat buffers of
+/// the parameter layout (momentum, Adam's moments, …) and a step count. Plain SGD has none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    /// "sgd".
+    pub name: String,
+    /// Update steps taken (what bias-corrected optimisers need); 0 for SGD, which needs none.
+    pub step: u64,
+    /// Each buffer `layout.total` long, in the order of [`crate::network::ParamLayout`].
+    pub buffers: Vec<(String, Vec<f32>)>,
+}
+
+impl OptimizerState {
+    /// Plain SGD: no state.
+    pub fn sgd() -> OptimizerState {
+        OptimizerState {
+            name: "sgd".into(),
+            step: 0,
+            buffers: Vec::new(),
+        }
+    }
+}
+
 /// A device that trains: the CPU reference or the GPU.
 pub trait Backend {
     /// "cpu" or "gpu".
@@ -211,4 +234,26 @@ pub trait Backend {
     fn end_epoch(&mut self) -> Result<EpochMetrics>;
     /// The current parameters, in the flat layout of [`crate::network::ParamLayout`].
     fn parameters(&mut self) -> Result<Vec<f32>>;
+    /// The logits `Z_L` of every example of a held-out split with the current parameters,
+    /// examples × classes row-major, computed on this device (forward pass only): what eval,
+    /// predict and the confusion matrix read. Empty when the workload has no such split. Not
+    /// while an epoch is in progress.
+    fn logits(&mut self, split: Split) -> Result<Vec<f32>>;
+    /// The optimiser's state, for a checkpoint.
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        Ok(OptimizerState::sgd())
+    }
+    /// Restores the optimiser's state from a checkpoint. Backends with plain SGD accept only
+    /// SGD's empty state.
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        if *state == OptimizerState::sgd() {
+            Ok(())
+        } else {
+            Err(crate::error::ConfigError::OptimizerState {
+                name: state.name.clone(),
+                buffers: state.buffers.len(),
+            }
+            .into())
+        }
+    }
 }

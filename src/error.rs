@@ -36,6 +36,46 @@ pub enum Error {
     MetricsFile(#[from] crate::metrics_file::MetricsFileError),
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Image(#[from] crate::preprocess::ImageError),
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
+    /// Stopped by a signal: the run has said where it stopped; exit with `code`.
+    #[error("stopped by {signal}")]
+    Interrupted { signal: &'static str, code: u8 },
+}
+
+/// Flags that cannot go with the checkpoint a run resumes from.
+#[derive(Debug, Error, PartialEq)]
+pub enum ResumeError {
+    #[error("{flag} {given} contradicts the checkpoint {path}, which was trained with {flag} {stored}: leave {flag} out to resume")]
+    Contradicts {
+        path: std::path::PathBuf,
+        flag: &'static str,
+        given: String,
+        stored: String,
+    },
+    #[error("--epochs {given} is fewer than the {done} epochs the checkpoint {path} has trained: pass --epochs {done} or more")]
+    TooFewEpochs {
+        path: std::path::PathBuf,
+        given: usize,
+        done: usize,
+    },
+    #[error("the checkpoint {path} has finished its {epochs} epochs: pass --epochs N with N > {epochs} to train on")]
+    Finished { path: std::path::PathBuf, epochs: usize },
+    #[error(
+        "the training data differs from that of the checkpoint {path} (CRC-32 {found:08x}, the checkpoint's \
+         {stored:08x}): resume with the same --data-dir, --train-examples and --validation"
+    )]
+    OtherData {
+        path: std::path::PathBuf,
+        found: u32,
+        stored: u32,
+    },
+    #[error("the checkpoint {path} is damaged: {problem}")]
+    Damaged { path: std::path::PathBuf, problem: String },
 }
 
 impl Error {
@@ -198,6 +238,24 @@ pub enum ConfigError {
     ValidationTooLarge { requested: usize, examples: usize },
     #[error("--dataset xor has its own 4 examples: --validation and --data-dir do not apply to it")]
     XorOptions,
+    #[error("--save-every must be at least 1 epoch")]
+    ZeroSaveEvery,
+    #[error("--confusion needs a test set: leave out --test-examples 0")]
+    ConfusionWithoutTest,
+    #[error(
+        "the checkpoint holds the state of optimizer '{name}' ({buffers} buffers), which this backend \
+         cannot restore: resume on --device cpu"
+    )]
+    OptimizerState { name: String, buffers: usize },
+    #[error(
+        "the checkpoint's optimiser state is {found} ({buffers}), which does not fit --optimizer {expected}: \
+         resume with the checkpoint's own optimiser"
+    )]
+    OptimizerStateMismatch {
+        found: String,
+        buffers: String,
+        expected: String,
+    },
 }
 
 /// A fault of the GPU path, naming the adapter, kernel or buffer involved.

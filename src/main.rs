@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         // The reader went away (`gpu-mlp --json | head -1`): stop quietly, with the status a
         // process killed by SIGPIPE has, as Unix tools do.
         Err(error) if error.is_broken_pipe() => ExitCode::from(128 + libc::SIGPIPE as u8),
+        // The run has said where it stopped and how to resume.
+        Err(gpu_mlp::error::Error::Interrupted { code, .. }) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

@@ -15,6 +15,7 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -76,13 +77,38 @@ impl Drop for Ticker {
     }
 }
 
+/// The bar being shown, shared with whatever else prints while it is up (the signal handler's
+/// announcement), so that it can take the bar down for its lines and put it back.
+#[derive(Clone, Default)]
+pub struct SharedBar(Arc<Mutex<Option<ProgressBar>>>);
+
+impl SharedBar {
+    /// Runs `f` (which prints) with the bar hidden, then shows the bar again.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        let bar = self.0.lock().map(|bar| bar.clone()).unwrap_or(None);
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn set(&self, bar: Option<ProgressBar>) -> Option<ProgressBar> {
+        let mut slot = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *slot, bar)
+    }
+
+    fn get(&self) -> Option<ProgressBar> {
+        self.0.lock().map(|bar| bar.clone()).unwrap_or(None)
+    }
+}
+
 /// The bar of a run: one per epoch.
 pub struct Progress {
     /// True when batches are trained one by one and reported (the CPU).
     steps_each_batch: bool,
     epochs: usize,
     target: fn() -> ProgressDrawTarget,
-    bar: Option<ProgressBar>,
+    bar: SharedBar,
     ticker: Option<Ticker>,
     /// The last finished epoch and how long it took: the GPU bar's estimate.
     previous: Option<(usize, Duration)>,
@@ -91,8 +117,11 @@ pub struct Progress {
 impl Progress {
     /// A bar on stderr for a run of `epochs` epochs on a backend that
     /// [`steps_each_batch`](crate::backend::Backend::steps_each_batch) or not.
-    pub fn new(steps_each_batch: bool, epochs: usize) -> Progress {
-        Progress::with_target(steps_each_batch, epochs, ProgressDrawTarget::stderr)
+    /// `bar` is where it keeps the bar it shows, for others to [`SharedBar::suspend`].
+    pub fn new(bar: SharedBar, steps_each_batch: bool, epochs: usize) -> Progress {
+        let mut progress = Progress::with_target(steps_each_batch, epochs, ProgressDrawTarget::stderr);
+        progress.bar = bar;
+        progress
     }
 
     /// The same, drawing where `target` says (tests draw to a hidden target).
@@ -101,7 +130,7 @@ impl Progress {
             steps_each_batch,
             epochs,
             target,
-            bar: None,
+            bar: SharedBar::default(),
             ticker: None,
             previous: None,
         }
@@ -151,12 +180,12 @@ impl Progress {
         };
         bar.set_prefix(self.prefix(epoch));
         bar.enable_steady_tick(TICK);
-        self.bar = Some(bar.with_finish(ProgressFinish::AndClear));
+        self.bar.set(Some(bar.with_finish(ProgressFinish::AndClear)));
     }
 
     /// Batch `batch` (from 0) of the epoch is trained.
     pub fn batch_done(&mut self, batch: usize) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.get() {
             bar.set_position(batch as u64 + 1);
         }
     }
@@ -169,16 +198,13 @@ impl Progress {
 
     /// Runs `f` (which prints) with the bar hidden, then shows the bar again.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.bar {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
+        self.bar.suspend(f)
     }
 
     /// Removes the bar from the terminal, and stops its thread.
     pub fn clear(&mut self) {
         self.ticker = None;
-        if let Some(bar) = self.bar.take() {
+        if let Some(bar) = self.bar.set(None) {
             bar.finish_and_clear();
         }
     }
@@ -208,14 +234,14 @@ mod tests {
     fn a_gpu_run_spins_first_then_estimates_from_the_last_epoch() {
         let mut progress = Progress::with_target(false, 3, ProgressDrawTarget::hidden);
         progress.epoch_started(1, 0, 600);
-        let bar = progress.bar.clone().unwrap();
+        let bar = progress.bar.get().unwrap();
         assert_eq!(bar.length(), None, "the first GPU epoch has no length: a spinner");
         assert!(progress.ticker.is_none());
         progress.epoch_done(1, 0.5);
-        assert!(progress.bar.is_none() && bar.is_finished());
+        assert!(progress.bar.get().is_none() && bar.is_finished());
 
         progress.epoch_started(2, 0, 600);
-        let bar = progress.bar.clone().unwrap();
+        let bar = progress.bar.get().unwrap();
         assert_eq!(bar.length(), Some(ESTIMATE_STEPS));
         assert!(progress.ticker.is_some());
         std::thread::sleep(Duration::from_millis(350));
@@ -229,7 +255,7 @@ mod tests {
     fn a_cpu_bar_counts_batches_from_where_the_epoch_starts() {
         let mut progress = Progress::with_target(true, 2, ProgressDrawTarget::hidden);
         progress.epoch_started(1, 5, 600);
-        let bar = progress.bar.clone().unwrap();
+        let bar = progress.bar.get().unwrap();
         assert_eq!((bar.position(), bar.length()), (5, Some(600)));
         progress.batch_done(5);
         assert_eq!(bar.position(), 6);

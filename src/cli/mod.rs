@@ -1,13 +1,16 @@
-//! The command line: `gpu-mlp [train] [OPTIONS]` (train is the default), `gpu-mlp bench`,
-//! `gpu-mlp plot` and `gpu-mlp completions`.
+//! The command line: `gpu-mlp [train] [OPTIONS]` (train is the default), `gpu-mlp eval`,
+//! `gpu-mlp predict`, `gpu-mlp bench`, `gpu-mlp plot` and `gpu-mlp completions`.
 //! Each subcommand lives in its own module: its flags, how they are checked, and what it runs.
 //! This module holds the parser and what the subcommands share (devices, the data folder).
 
 mod bench;
+mod keep;
+mod model;
 mod plot;
 mod train;
 
 pub use bench::{bench_command, BenchArgs, BenchDevice};
+pub use model::{eval_command, logits_of, predict_command, EvalArgs, EvalSplit, NetworkFlags, PredictArgs};
 pub use plot::{plot_command, PlotArgs};
 pub use train::{train_command, DatasetName, Preset, Run, TrainArgs};
 
@@ -38,9 +41,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a network (the default when no subcommand is given).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Time whole training epochs of the reference networks and print a table.
     Bench(BenchArgs),
+    /// Evaluate a saved model: loss, accuracy, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
+    /// Classify images of digits with a saved model.
+    Predict(PredictArgs),
     /// Draw saved runs (--metrics-out or --json files) to a PNG or SVG, to compare them.
     Plot(PlotArgs),
     /// Print a shell completion script: `source <(gpu-mlp completions bash)`.
@@ -66,7 +73,19 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let matches = Cli::command_with_presets().try_get_matches_from(args)?;
-        Cli::from_arg_matches(&matches)
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let train = matches.subcommand_matches("train").unwrap_or(&matches);
+        let given: Vec<String> = train
+            .ids()
+            .filter(|id| train.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+            .map(|id| id.to_string())
+            .collect();
+        match &mut cli.command {
+            Some(Command::Train(args)) => args.given = given,
+            None => cli.train.given = given,
+            Some(_) => {}
+        }
+        Ok(cli)
     }
 
     /// Parses the process's arguments. `--help` and `--version` print and exit 0; a usage error
@@ -255,6 +274,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(args)) => {
             init_logging(false);
             bench_command(&args)
+        }
+        Some(Command::Eval(args)) => {
+            init_logging(false);
+            eval_command(&args)
+        }
+        Some(Command::Predict(args)) => {
+            init_logging(false);
+            predict_command(&args)
         }
         Some(Command::Plot(args)) => plot_command(&args),
         Some(Command::Completions { shell }) => completions(shell),

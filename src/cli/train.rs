@@ -1,11 +1,13 @@
 //! `gpu-mlp train` (the default command): its flags, each dataset's defaults, the checks that
 //! turn flags into a [`Run`], and the run itself.
 
+use super::keep::{self, Beginning, Keeper, RunProgress};
 use super::{build_backend, check_fits, default_data_dir, open_device, threads_or_all, DeviceChoice};
-use crate::backend::{Backend, Workload};
+use crate::backend::{Backend, Split, Workload};
 use crate::data::{self, Dataset, Normalize, Standardization};
 use crate::dropout::Dropout;
-use crate::error::{ConfigError, Result, WidthsFlag};
+use crate::error::{ConfigError, Error, Result, WidthsFlag};
+use crate::evaluate;
 use crate::init;
 use crate::metrics_file::MetricsFile;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
@@ -13,11 +15,13 @@ use crate::optim::{Optimizer, OptimizerKind};
 use crate::plot::{self, Curves};
 use crate::progress::{self, Progress};
 use crate::report;
+use crate::signals::StopSignal;
 use crate::train::{self, EpochReport, LrSchedule, Observer, Position, Schedule};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -65,7 +69,7 @@ impl DatasetName {
     }
 }
 
-/// How a flag's default reads off a preset.
+/// How a flag reads its default off a preset.
 type PresetValue = fn(Preset) -> String;
 
 /// The flags whose defaults depend on the dataset, and how each reads its value off a preset.
@@ -229,6 +233,34 @@ pub struct TrainArgs {
     /// List the GPU adapters wgpu can see, and exit.
     #[arg(long)]
     pub list_devices: bool,
+    /// Write the model, a checkpoint (weights and training state, safetensors), to PATH when
+    /// training ends or is stopped (Ctrl-C).
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+    /// Also write it every N epochs.
+    #[arg(long, value_name = "N", requires = "save")]
+    pub save_every: Option<usize>,
+    /// Continue the run a checkpoint holds, exactly: its settings come from the file (--epochs N
+    /// sets a new total).
+    #[arg(long, value_name = "PATH", conflicts_with = "init_from")]
+    pub resume: Option<PathBuf>,
+    /// Start from the weights of a saved model (fine-tuning); the network comes from the file.
+    #[arg(long, value_name = "PATH")]
+    pub init_from: Option<PathBuf>,
+    /// Print the test set's confusion matrix when training ends (the table `eval` prints).
+    #[arg(long)]
+    pub confusion: bool,
+    /// The ids of the flags given on the command line (set by [`super::Cli::try_parse_args`]):
+    /// how `--resume` tells a flag given from a default.
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl TrainArgs {
+    /// True when flag `id` (its field name, like `lr_decay`) was given on the command line.
+    pub fn given(&self, id: &str) -> bool {
+        self.given.iter().any(|g| g == id)
+    }
 }
 
 /// A run, checked: everything `train` needs.
@@ -566,12 +598,21 @@ fn extras(run: &Run) -> String {
     extras
 }
 
-/// `gpu-mlp train`: trains and prints each epoch.
+/// `gpu-mlp train`: trains and prints each epoch; keeps the model (`--save`), resumes
+/// (`--resume`), fine-tunes (`--init-from`), and stops cleanly on Ctrl-C or SIGTERM.
 pub fn train_command(args: &TrainArgs) -> Result<()> {
     if args.list_devices {
         return super::list_devices();
     }
-    let run = args.resolve()?;
+    if args.save_every == Some(0) {
+        return Err(ConfigError::ZeroSaveEvery.into());
+    }
+    let beginning = Beginning::from_args(args)?;
+    let args = &beginning.args;
+    let run = args.resolve().map_err(|e| beginning.explain(e, data::MNIST_PIXELS))?;
+    if args.confusion && run.test.is_none() {
+        return Err(ConfigError::ConfusionWithoutTest.into());
+    }
     // The files a run writes are checked before it spends any time.
     let metrics = args.metrics_out.as_deref().map(MetricsFile::create).transpose()?;
     if let Some(path) = &args.plot {
@@ -582,8 +623,30 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
     let device = open_device(run.device)?;
     check_fits(&device, &work, WidthsFlag::Layers, run.threads)?;
     let mut rng = init::rng(run.seed);
-    let params = init::init_params(&run.spec.layout(), run.init, &mut rng);
+    let params = match &beginning.params {
+        Some(params) => params.clone(),
+        None => init::init_params(&run.spec.layout(), run.init, &mut rng),
+    };
+    let start = beginning
+        .position(&run)?
+        .unwrap_or_else(|| Position::start(rng, run.train.len()));
+    // From here on a signal stops the run at its next consistent point instead of killing it.
+    // What it says goes around the progress bar, never through it.
+    let bar = progress::SharedBar::default();
+    let run_progress = Arc::new(Mutex::new(RunProgress {
+        save: args.save.clone(),
+        ..RunProgress::default()
+    }));
+    let (watched, watched_bar) = (Arc::clone(&run_progress), bar.clone());
+    let stop = StopSignal::install(move |signal| {
+        let progress = watched.lock().expect("progress");
+        watched_bar.suspend(|| eprintln!("{}", keep::announce(&progress, signal)));
+    })?;
     let mut backend = build_backend(device, work, params, run.threads)?;
+    if let Some(state) = beginning.optimizer() {
+        backend.set_optimizer_state(state)?;
+    }
+    run_progress.lock().expect("progress").steps_each_batch = backend.steps_each_batch();
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(
@@ -612,47 +675,124 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
             run.seed,
             extras(&run),
         )?;
+        if let Some((path, _)) = &beginning.resumed {
+            writeln!(
+                out,
+                "resuming {} from {}",
+                keep::where_stopped(&start, run.schedule.epochs, work.batches()),
+                path.display()
+            )?;
+        } else if let Some(path) = &beginning.from_file {
+            writeln!(out, "starting from the weights of {}", path.display())?;
+        }
     }
     drop(out);
+    if let Some((_, state)) = &beginning.resumed {
+        let (device, adapter) = (backend.device(), backend.adapter());
+        if state.settings.device != device || state.settings.adapter != adapter {
+            eprintln!(
+                "note: the checkpoint was trained on {} ({}); resuming on {device} ({adapter}) continues the run, \
+                 but not bit for bit",
+                state.settings.device, state.settings.adapter
+            );
+        }
+    }
+    let settings = keep::settings_of(&run, args, backend.as_ref());
     let mut printer = Printer {
         json: args.json,
         verbose: args.verbose,
         progress: (!args.json && !args.quiet && progress::wanted())
-            .then(|| Progress::new(backend.steps_each_batch(), run.schedule.epochs)),
+            .then(|| Progress::new(bar, backend.steps_each_batch(), run.schedule.epochs)),
         metrics,
     };
-    let start = Position::start(rng, run.train.len());
-    let outcome = train::run(backend.as_mut(), &work, &run.schedule, start, &mut printer)?;
+    let mut keeper = Keeper {
+        inner: &mut printer,
+        save: args.save.clone(),
+        every: args.save_every,
+        stop: &stop,
+        progress: run_progress,
+        spec: run.spec.clone(),
+        standardize: run.standardize.clone(),
+        settings,
+        test_accuracy: beginning.test_accuracy,
+        saved_at: None,
+    };
+    let outcome = train::run(backend.as_mut(), &work, &run.schedule, start, &mut keeper)?;
+    keeper.write(&outcome.position, backend.as_mut())?;
+    drop(keeper);
+    // The bar goes before anything else is printed.
     drop(printer);
     if let Some(path) = &args.plot {
         let title = format!(
-            "{} {}, {} output, {} loss · batch {}, lr {} · {} · {}",
+            "{} {}, {} output, {} loss · batch {}, {} lr {} · {} · {}",
             run.spec.name(),
             run.spec.activation,
             run.spec.output,
             run.spec.loss,
             run.batch_size,
+            run.optimizer.kind,
             run.schedule.lr,
             run.dataset_name.split(" (").next().unwrap_or_default(),
             backend.adapter()
         );
         plot::draw(&[Curves::from_reports("", &outcome.reports)], &title, path)?;
     }
+    if let Some(signal) = stop.requested() {
+        let position = &outcome.position;
+        let mut message = format!(
+            "gpu-mlp: stopped by {} {}",
+            signal.name,
+            keep::where_stopped(position, run.schedule.epochs, work.batches())
+        );
+        match (&args.save, outcome.stopped) {
+            (Some(path), true) => {
+                message += &format!(
+                    "; checkpoint written to {}\nresume with: {}",
+                    path.display(),
+                    keep::resume_command(path, args.save_every)
+                )
+            }
+            (Some(path), false) => message += &format!(" (the run is complete); model written to {}", path.display()),
+            (None, _) => message += "; nothing was saved (no --save was given)",
+        }
+        eprintln!("{message}");
+        return Err(Error::Interrupted {
+            signal: signal.name,
+            code: signal.code,
+        });
+    }
+    if args.confusion {
+        let logits = backend.logits(Split::Test)?;
+        let test = run.test.as_ref().expect("checked above");
+        let evaluation = evaluate::evaluate(&run.spec, &logits, &test.labels);
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let json = serde_json::json!({ "confusion": evaluation });
+            writeln!(out, "{json}")?;
+        } else {
+            write!(out, "\ntest set after the last epoch:\n{}", evaluation.table())?;
+        }
+    }
+    if let Some(path) = &args.save {
+        eprintln!("model written to {}", path.display());
+    }
     if !args.json {
-        let last = outcome.reports.last().expect("at least one epoch");
-        let (which, accuracy) = match (last.test_accuracy, last.validation_accuracy) {
-            (Some(test), _) => ("test", test),
-            (None, Some(validation)) => ("validation", validation),
-            (None, None) => ("train", last.train_accuracy),
+        let (which, accuracy) = match outcome.reports.last() {
+            Some(last) => match (last.test_accuracy, last.validation_accuracy) {
+                (Some(test), _) => ("test", test),
+                (None, Some(validation)) => ("validation", validation),
+                (None, None) => ("train", last.train_accuracy),
+            },
+            None => ("train", 0.0),
         };
+        let mut out = std::io::stdout().lock();
         writeln!(
-            std::io::stdout().lock(),
+            out,
             "done: {which} accuracy {:.2}% after {} epochs in {:.1} s",
             100.0 * accuracy,
-            outcome.reports.len(),
+            outcome.position.epochs_done,
             started.elapsed().as_secs_f64()
         )?;
-        let mut out = std::io::stdout().lock();
         if let Some(metrics) = &args.metrics_out {
             writeln!(out, "metrics: {}", metrics.display())?;
         }

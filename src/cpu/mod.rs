@@ -9,10 +9,12 @@
 
 pub mod ops;
 
-use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, Split, SplitMetrics, Workload};
+use crate::backend::{
+    self, AfterBatch, Backend, BatchOps, EpochMetrics, OptimizerState, Split, SplitMetrics, Workload,
+};
 use crate::data::{Dataset, Standardization};
 use crate::dropout::{Dropout, Mask};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::footprint::{shard_count, shard_rows};
 use crate::network::{NetworkSpec, ParamLayout};
 use crate::optim::{OptimizerKind, StepConstants, UpdateConstants};
@@ -178,23 +180,25 @@ pub struct CpuBackend<'a> {
     steps: Vec<StepConstants>,
     /// 0, 1, 2, …: the evaluation order.
     identity: Vec<u32>,
-    state: OptimizerState,
+    state: StateBuffers,
+    /// Steps taken so far (t of the last step), for a checkpoint.
+    steps_taken: u64,
     metrics: EpochMetrics,
 }
 
 /// The optimiser's state buffers (flat, the parameters' layout), chunked like the parameters for
 /// the parallel update. A rule with fewer than two buffers gets stand-ins of one element per
 /// chunk, never read, so that every update chunk zips with two slices whatever the rule.
-struct OptimizerState {
+struct StateBuffers {
     buffers: [Vec<f32>; 2],
     used: usize,
 }
 
-impl OptimizerState {
-    fn new(used: usize, total: usize) -> OptimizerState {
+impl StateBuffers {
+    fn new(used: usize, total: usize) -> StateBuffers {
         let chunks = total.div_ceil(UPDATE_CHUNK);
         let buffer = |i: usize| vec![0.0; if i < used { total } else { chunks }];
-        OptimizerState {
+        StateBuffers {
             buffers: [buffer(0), buffer(1)],
             used,
         }
@@ -257,7 +261,7 @@ impl<'a> CpuBackend<'a> {
             .map(|d| d.len())
             .max()
             .unwrap_or(0);
-        let state = OptimizerState::new(work.optimizer.state_buffers(), layout.total);
+        let state = StateBuffers::new(work.optimizer.state_buffers(), layout.total);
         Ok(CpuBackend {
             work,
             layout,
@@ -269,6 +273,7 @@ impl<'a> CpuBackend<'a> {
             steps: Vec::new(),
             identity: (0..eval_len as u32).collect(),
             state,
+            steps_taken: 0,
             metrics: EpochMetrics::default(),
         })
     }
@@ -399,7 +404,9 @@ impl Backend for CpuBackend<'_> {
         let start = batch * size;
         let end = (start + size).min(self.permutation.len());
         let index = std::mem::take(&mut self.permutation);
-        let (loss, correct) = self.run_batch(self.work.train, &index[start..end], Some(self.steps[batch]));
+        let step = self.steps[batch];
+        let (loss, correct) = self.run_batch(self.work.train, &index[start..end], Some(step));
+        self.steps_taken = step.step as u64 + 1;
         self.permutation = index;
         self.metrics.batch_loss.push(loss);
         self.metrics.batch_correct.push(correct);
@@ -439,6 +446,72 @@ impl Backend for CpuBackend<'_> {
 
     fn parameters(&mut self) -> Result<Vec<f32>> {
         Ok(self.params.clone())
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let optimizer = &self.work.optimizer;
+        let names = optimizer.state_names();
+        Ok(OptimizerState {
+            name: optimizer.kind.to_string(),
+            // The bias-corrected rules count steps; SGD keeps nothing.
+            step: if names.is_empty() { 0 } else { self.steps_taken },
+            buffers: names
+                .iter()
+                .zip(&self.state.buffers)
+                .map(|(name, buffer)| (name.to_string(), buffer.clone()))
+                .collect(),
+        })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let optimizer = &self.work.optimizer;
+        let names = optimizer.state_names();
+        let fits = state.name == optimizer.kind.to_string()
+            && state.buffers.len() == names.len()
+            && state
+                .buffers
+                .iter()
+                .zip(names)
+                .all(|((name, values), want)| name == want && values.len() == self.layout.total);
+        if !fits {
+            return Err(ConfigError::OptimizerStateMismatch {
+                found: state.name.clone(),
+                buffers: state
+                    .buffers
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                expected: optimizer.kind.to_string(),
+            }
+            .into());
+        }
+        for ((_, values), buffer) in state.buffers.iter().zip(self.state.buffers.iter_mut()) {
+            buffer.copy_from_slice(values);
+        }
+        self.steps_taken = state.step;
+        Ok(())
+    }
+
+    /// The evaluation's forward pass, chunk by chunk, gathering each shard's logits in order.
+    fn logits(&mut self, split: Split) -> Result<Vec<f32>> {
+        let Some(data) = self.split(split) else {
+            return Ok(Vec::new());
+        };
+        let last = self.layout.layers.len();
+        let classes = self.work.spec.widths[last];
+        let mut logits = Vec::with_capacity(data.len() * classes);
+        let identity = std::mem::take(&mut self.identity);
+        for chunk in identity[..data.len()].chunks(self.work.eval_rows()) {
+            self.run_batch(data, chunk, None);
+            // run_batch cut the chunk into these shards.
+            let per_shard = chunk.len().div_ceil(shard_count(chunk.len(), self.threads));
+            for (shard, rows) in self.shards.iter().zip(chunk.chunks(per_shard)) {
+                logits.extend_from_slice(&shard.acts[last][..rows.len() * classes]);
+            }
+        }
+        self.identity = identity;
+        Ok(logits)
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod kernels;
+mod logits;
 pub mod oneshot;
 
 use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, GpuCounters, Split, SplitMetrics, Workload};
@@ -69,6 +70,8 @@ pub struct GpuBackend {
     train: SplitBuffers,
     validation: Option<SplitBuffers>,
     test: Option<SplitBuffers>,
+    /// The last layer's activations: the logits (see `logits.rs`).
+    logits: wgpu::Buffer,
     /// The epoch being recorded.
     pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
@@ -298,6 +301,7 @@ impl GpuBackend {
         };
         ctx.wait("uploading the data and parameters")?;
         Ok(GpuBackend {
+            logits: acts[layers].clone(),
             kernels,
             spec,
             layout,
@@ -561,5 +565,9 @@ impl Backend for GpuBackend {
 
     fn parameters(&mut self) -> Result<Vec<f32>> {
         Ok(self.ctx.read(&self.params, "reading the parameters back")?)
+    }
+
+    fn logits(&mut self, split: Split) -> Result<Vec<f32>> {
+        self.split_logits(split)
     }
 }

@@ -20,15 +20,19 @@ ReLU, stable softmax + cross-entropy gradient, dW = Aᵀ·dZ, dA = dZ·Wᵀ ⊙ 
 first layer, then the SGD step). PyTorch runs nn.Sequential + F.cross_entropy +
 torch.optim.SGD. Each framework runs in its own subprocess per thread count, with
 OPENBLAS/OMP/MKL_NUM_THREADS set before numpy or torch is imported (and torch.set_num_threads),
-so that "1T" really is one thread.
+so that "1T" really is one thread. The numpy worker also unsets OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE (they override what OpenBLAS detects and slow current numpy on some
+processors) and reports the BLAS kernel numpy runs on, as threadpoolctl sees it
+(`pip install threadpoolctl`; without it the script says the kernel is unknown).
 
 gpu-mlp's numbers come from `cargo run --release -- bench --device cpu --json` (add `--gpu`
 to also time `--device gpu`) in the repository this script lives in; it uses all cores.
 
 Reproduce (from the repository root; MNIST's gzip IDX files must be in data/mnist/):
 
-    pip install numpy torch     # PyPI's Linux torch wheel pulls in ~4 GB of CUDA libraries it
-                                # needs in order to import, even for the CPU; a venv keeps them apart
+    pip install numpy threadpoolctl torch   # PyPI's Linux torch wheel pulls in ~4 GB of CUDA
+                                            # libraries it needs in order to import, even for
+                                            # the CPU; a venv keeps them apart
     python3 scripts/compare.py                 # all three networks, 3 timed epochs
     python3 scripts/compare.py --markdown      # the same, as a Markdown table for the README
 
@@ -57,6 +61,9 @@ BATCH_SIZE = 100
 LR = 0.05
 SEED = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# OpenBLAS overrides of its own processor detection: set, they slow current numpy on some
+# processors, so the numpy worker runs without them.
+OPENBLAS_OVERRIDE_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,13 +191,35 @@ def torch_network(widths: list[int], x, y, epochs: int) -> dict:
     return {"seconds": seconds, "losses": losses}
 
 
+def blas_kernels() -> list[str]:
+    """The BLAS libraries loaded in this process as threadpoolctl reports them: the library
+    (internal_api), its version, and the kernel architecture and threading layer it runs."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["unknown (threadpoolctl is not installed: pip install threadpoolctl)"]
+    kernels = [
+        f"{lib.get('internal_api', '?')} {lib.get('version') or '?'} "
+        f"(architecture {lib.get('architecture') or '-'}, threading {lib.get('threading_layer') or '-'})"
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]
+    return kernels or ["none found by threadpoolctl"]
+
+
 def worker(framework: str, threads: int, networks: list[str], epochs: int, data_dir: Path) -> None:
     """Runs in the subprocess: times every network, prints one JSON object per network."""
+    unset = []
+    if framework == "numpy":
+        # Before numpy (and so OpenBLAS) is first imported: OpenBLAS reads them as it loads.
+        unset = [f"{var}={os.environ.pop(var)}" for var in OPENBLAS_OVERRIDE_ENV if var in os.environ]
     images, labels = load_mnist_train(data_dir)
+    blas = []
     if framework == "numpy":
         import numpy as np
 
         version = np.__version__
+        blas = blas_kernels()
         train = numpy_network
         x, y = images, labels.astype(np.intp)
     else:
@@ -214,6 +243,9 @@ def worker(framework: str, threads: int, networks: list[str], epochs: int, data_
             "warmup_seconds": result["seconds"][0],
             "train_loss": result["losses"][-1],
         }
+        if framework == "numpy":
+            row["blas"] = blas
+            row["unset_env"] = unset
         print(json.dumps(row), flush=True)
 
 
@@ -434,6 +466,8 @@ def main() -> None:
     results: dict[tuple, float] = {}
     losses: dict[str, dict[str, float]] = {}
     versions: dict[str, str] = {}
+    blas: dict[str, list[str]] = {}
+    unset_env: set[str] = set()
     gpu_devices = [] if args.skip_gpu_mlp else ["cpu"] + (["gpu"] if args.gpu else [])
     adapters: dict[str, str] = {}
     print("timing (one run; progress on stderr):", file=sys.stderr)
@@ -454,6 +488,9 @@ def main() -> None:
                 results[(framework, threads, row["network"])] = row["epoch_seconds"]
                 losses.setdefault(label, {})[row["network"]] = row["train_loss"]
                 versions[framework] = row["version"]
+                if "blas" in row:
+                    blas[framework] = row["blas"]
+                    unset_env.update(row["unset_env"])
     elapsed = time.perf_counter() - started
     busy_after, ours_after = machine_cpu_seconds(), own_cpu_seconds()
 
@@ -500,6 +537,10 @@ def main() -> None:
             + [rustc_version()]
         )
     )
+    for framework, kernels in blas.items():
+        print(f"{framework} BLAS: " + "; ".join(kernels))
+    if unset_env:
+        print("numpy ran with these unset: " + ", ".join(sorted(unset_env)))
     print(
         "data: float32 images pre-loaded (/255), batches gathered by indexing with a permutation slice; "
         "gpu-mlp gathers u8 and converts to f32 per batch"

@@ -2,7 +2,7 @@
 //! chunk, as `evaluate` records it, each followed by a copy of its logits into one readback
 //! buffer; one submit, one readback. What eval, predict and the confusion matrix use.
 
-use super::{GpuBackend, Split3};
+use super::{GpuBackend, Part};
 use crate::backend::Split;
 use crate::error::Result;
 use wgpu::BufferUsages as U;
@@ -11,12 +11,11 @@ impl GpuBackend {
     /// `Backend::logits`: examples × classes, row-major.
     pub(super) fn split_logits(&mut self, split: Split) -> Result<Vec<f32>> {
         assert!(self.pass.is_none(), "logits are read between epochs");
-        let (which, data) = match split {
-            Split::Validation => (Split3::Validation, &self.validation),
-            Split::Test => (Split3::Test, &self.test),
+        let part = Part::HeldOut(split);
+        let Some(data) = self.splits.get(part) else {
+            return Ok(Vec::new());
         };
-        let Some(data) = data else { return Ok(Vec::new()) };
-        let (batches, batch_size, examples) = (data.batches, data.batch_size, data.examples);
+        let (batches, batch_size, examples) = (data.plan.batches, data.plan.batch_size, data.plan.examples);
         let classes = self.spec.widths[self.layout.layers.len()] as u64;
         let row_bytes = classes * 4;
         let readback = self.ctx.buffer(
@@ -36,7 +35,7 @@ impl GpuBackend {
                 })
                 .forget_lifetime();
             self.pass = Some(pass);
-            self.record_batch(which, chunk, false);
+            self.record_batch(part, chunk);
             drop(self.pass.take());
             let start = chunk * batch_size;
             let rows = batch_size.min(examples - start) as u64;

@@ -17,24 +17,12 @@ use crate::error::{GpuError, Result};
 use crate::network::{NetworkSpec, ParamLayout};
 use crate::optim::StepConstants;
 use context::GpuContext;
-use kernels::{
-    activation_code, linear_grid, tile_grid, BatchEntry, GatherDims, Kernels, LayerDims, OutputDims, UpdateParams,
-};
+use kernels::gather::{GatherBindings, GatherParams};
+use kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams};
+use kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
+use kernels::sgd_update::{SgdUpdateBindings, SgdUpdateParams};
+use kernels::{params_buffer, BatchBinding, BatchTable, Kernels};
 use wgpu::BufferUsages as U;
-
-/// A split's data on the GPU: pixels and labels packed four bytes to a u32, and the example order.
-struct SplitBuffers {
-    /// Training: the epoch's permutation. Evaluation: 0, 1, 2, …
-    order: wgpu::Buffer,
-    gather_group: wgpu::BindGroup,
-    output_group: wgpu::BindGroup,
-    /// Index of its first batch in the batch table (and of its first slot in the metrics).
-    first_entry: usize,
-    batches: usize,
-    /// Rows per batch (the last may be short).
-    batch_size: usize,
-    examples: usize,
-}
 
 /// Packs bytes four to a u32 (little-endian, as `byte_at` in the shaders unpacks them).
 fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
@@ -54,22 +42,12 @@ pub struct GpuBackend {
     kernels: Kernels,
     spec: NetworkSpec,
     layout: ParamLayout,
-    l2: f32,
-    params: wgpu::Buffer,
-    metrics: wgpu::Buffer,
-    metrics_staging: wgpu::Buffer,
-    update_uniform: wgpu::Buffer,
-    batch_group: wgpu::BindGroup,
-    /// Bytes between batch-table entries (the device's storage offset alignment).
-    entry_stride: u64,
-    forward_groups: Vec<wgpu::BindGroup>,
-    backward_weights_groups: Vec<wgpu::BindGroup>,
-    /// None for layer 0: nothing flows back into the data.
-    backward_input_groups: Vec<Option<wgpu::BindGroup>>,
-    update_group: wgpu::BindGroup,
-    train: SplitBuffers,
-    validation: Option<SplitBuffers>,
-    test: Option<SplitBuffers>,
+    batch_table: BatchTable,
+    parameters: ParameterBuffers,
+    metrics: MetricsBuffers,
+    layers: Vec<LayerGroups>,
+    update: UpdateStep,
+    splits: Splits,
     /// The last layer's activations: the logits (see `logits.rs`).
     logits: wgpu::Buffer,
     /// The epoch being recorded.
@@ -79,11 +57,6 @@ pub struct GpuBackend {
     /// The training batches recorded this epoch: `first_batch ..` and how many.
     first_batch: usize,
     recorded_batches: usize,
-}
-
-/// Rows of each batch of a split of `examples` cut into batches of `size`.
-fn batch_rows(examples: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..examples.div_ceil(size)).map(move |b| (b * size, size.min(examples - b * size)))
 }
 
 impl GpuBackend {
@@ -113,212 +86,28 @@ impl GpuBackend {
             layout.total,
             "parameter buffer does not match the network"
         );
-        let max_rows = work.max_rows();
-        let eval_rows = work.eval_rows();
-        let layers = layout.layers.len();
-
-        // The batch table: training batches, then validation chunks, then test chunks.
-        let mut entries: Vec<(usize, usize)> = batch_rows(work.train.len(), work.batch_size).collect();
-        let validation_first = entries.len();
-        if let Some(v) = work.validation {
-            entries.extend(batch_rows(v.len(), eval_rows));
-        }
-        let test_first = entries.len();
-        if let Some(t) = work.test {
-            entries.extend(batch_rows(t.len(), eval_rows));
-        }
-        let entry_stride = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(16);
-        let mut table = vec![0u8; entries.len() * entry_stride as usize];
-        for (slot, &(start, rows)) in entries.iter().enumerate() {
-            let entry = BatchEntry {
-                start: start as u32,
-                rows: rows as u32,
-                slot: slot as u32,
-                _pad: 0,
-            };
-            let at = slot * entry_stride as usize;
-            table[at..at + std::mem::size_of::<BatchEntry>()].copy_from_slice(bytemuck::bytes_of(&entry));
-        }
-        if table.len() as u64 > ctx.limits.max_buffer_size {
-            return Err(GpuError::BufferTooLarge {
-                buffer: "batch table".into(),
-                needed: table.len() as u64,
-                limit: ctx.limits.max_buffer_size,
-                adapter: ctx.info.name.clone(),
-                hint: "use a larger --batch-size".into(),
-            }
-            .into());
-        }
-        let table = {
-            let buffer = ctx.buffer("batch table", table.len() as u64, U::STORAGE | U::COPY_DST)?;
-            ctx.queue.write_buffer(&buffer, 0, &table);
-            buffer
-        };
-        let batch_group = kernels.bind_batch_table(&ctx, &table);
-
-        let params_buffer = ctx.storage_with("parameters", params, U::COPY_SRC)?;
-        let grads = ctx.storage_with("gradients", &vec![0.0f32; layout.total], U::COPY_SRC)?;
-        // acts[0] = X, acts[l+1] = A_l; deltas[l] = dZ_{l-1} for l ≥ 1 (deltas[0] is unused).
-        let mut acts = Vec::new();
-        let mut deltas = Vec::new();
-        for (l, &width) in spec.widths.iter().enumerate() {
-            let bytes = (max_rows * width * 4) as u64;
-            ctx.check_binding_size(&format!("activations of layer {l}"), bytes)?;
-            acts.push(ctx.buffer(
-                &format!("activations {l}"),
-                bytes,
-                U::STORAGE | U::COPY_SRC | U::COPY_DST,
-            )?);
-            deltas.push(ctx.buffer(&format!("deltas {l}"), bytes, U::STORAGE | U::COPY_SRC | U::COPY_DST)?);
-        }
-        let metrics = ctx.buffer(
-            "metrics",
-            (entries.len() * 8) as u64,
-            U::STORAGE | U::COPY_SRC | U::COPY_DST,
-        )?;
-        let metrics_staging = ctx.buffer("metrics readback", metrics.size(), U::MAP_READ | U::COPY_DST)?;
-        let unused = ctx.buffer("unused binding", 16, U::STORAGE)?;
-
-        let uniform = |label: &str, bytes: &[u8]| -> Result<wgpu::Buffer, GpuError> {
-            let buffer = ctx.buffer(label, bytes.len() as u64, U::STORAGE | U::COPY_DST)?;
-            ctx.queue.write_buffer(&buffer, 0, bytes);
-            Ok(buffer)
-        };
-        let mut forward_groups = Vec::new();
-        let mut backward_weights_groups = Vec::new();
-        let mut backward_input_groups = Vec::new();
-        for (l, shape) in layout.layers.iter().enumerate() {
-            let hidden = (l + 1 < layers).then_some(spec.activation);
-            let dims = |activation| LayerDims {
-                inputs: shape.inputs as u32,
-                outputs: shape.outputs as u32,
-                weight_offset: shape.weight_offset as u32,
-                bias_offset: shape.bias_offset as u32,
-                activation,
-                _pad: [0; 3],
-            };
-            let forward_dims = uniform(
-                &format!("layer {l} forward"),
-                bytemuck::bytes_of(&dims(activation_code(hidden))),
-            )?;
-            // Backward through layer l multiplies by the derivative of layer l-1's activation.
-            let backward_dims = uniform(
-                &format!("layer {l} backward"),
-                bytemuck::bytes_of(&dims(activation_code(Some(spec.activation)))),
-            )?;
-            let bind = |label: &str, buffers: &[&wgpu::Buffer]| {
-                kernels.bind(&ctx, &format!("{label} layer {l}"), &kernels.matmul_layout, buffers)
-            };
-            forward_groups.push(bind(
-                "matmul_forward",
-                &[&params_buffer, &acts[l], &unused, &acts[l + 1], &forward_dims],
-            ));
-            backward_weights_groups.push(bind(
-                "matmul_backward_weights",
-                &[&unused, &acts[l], &deltas[l + 1], &grads, &backward_dims],
-            ));
-            backward_input_groups.push((l > 0).then(|| {
-                bind(
-                    "matmul_backward_input",
-                    &[&params_buffer, &deltas[l + 1], &acts[l], &deltas[l], &backward_dims],
-                )
-            }));
-        }
-
-        let update_uniform = ctx.buffer("update parameters", 16, U::STORAGE | U::COPY_DST)?;
-        let update_group = kernels.bind(
-            &ctx,
-            "sgd_update",
-            &kernels.update_layout,
-            &[&params_buffer, &grads, &update_uniform],
-        );
-
-        let classes = spec.widths[layers];
-        let gather_dims = uniform(
-            "gather dims",
-            bytemuck::bytes_of(&GatherDims {
-                features: spec.widths[0] as u32,
-                _pad: [0; 3],
-            }),
-        )?;
-        let eval_order: Vec<u32> = (0..entries.iter().map(|e| e.0 + e.1).max().unwrap_or(1) as u32).collect();
-        let make_split =
-            |name: &str, data: &Dataset, order: wgpu::Buffer, first_entry: usize, batches: usize, with_grad: bool| {
-                ctx.check_binding_size(&format!("{name} images"), data.images.len() as u64)?;
-                let images = ctx.storage_with(&format!("{name} images"), &pack_bytes(&data.images), U::empty())?;
-                let labels = ctx.storage_with(&format!("{name} labels"), &pack_bytes(&data.labels), U::empty())?;
-                let output_dims = OutputDims::new(classes, spec.output, spec.loss, with_grad);
-                let output_dims = uniform(&format!("{name} output dims"), bytemuck::bytes_of(&output_dims))?;
-                let gather_group = kernels.bind(
-                    &ctx,
-                    &format!("gather {name}"),
-                    &kernels.gather_layout,
-                    &[&images, &order, &acts[0], &gather_dims],
-                );
-                let output_group = kernels.bind(
-                    &ctx,
-                    &format!("output_loss {name}"),
-                    &kernels.output_layout,
-                    &[&acts[layers], &labels, &order, &deltas[layers], &metrics, &output_dims],
-                );
-                Ok::<_, GpuError>(SplitBuffers {
-                    order,
-                    gather_group,
-                    output_group,
-                    first_entry,
-                    batches,
-                    batch_size: if with_grad { work.batch_size } else { eval_rows },
-                    examples: data.len(),
-                })
-            };
-        let train_order = ctx.storage_with(
-            "training order",
-            &(0..work.train.len() as u32).collect::<Vec<_>>(),
-            U::empty(),
-        )?;
-        let train = make_split("training", work.train, train_order, 0, validation_first, true)?;
-        let validation = match work.validation {
-            Some(v) => Some(make_split(
-                "validation",
-                v,
-                ctx.storage_with("validation order", &eval_order, U::empty())?,
-                validation_first,
-                test_first - validation_first,
-                false,
-            )?),
-            None => None,
-        };
-        let test = match work.test {
-            Some(t) => Some(make_split(
-                "test",
-                t,
-                ctx.storage_with("test order", &eval_order, U::empty())?,
-                test_first,
-                entries.len() - test_first,
-                false,
-            )?),
-            None => None,
-        };
+        let plan = BatchPlan::new(&work);
+        let batch_table = BatchTable::new(&ctx, &kernels, &plan.entries)?;
+        let parameters = ParameterBuffers::new(&ctx, params)?;
+        let activations = Activations::new(&ctx, &spec, work.max_rows())?;
+        let metrics = MetricsBuffers::new(&ctx, plan.entries.len())?;
+        let layers = LayerGroups::every_layer(&ctx, &kernels, &spec, &parameters, &activations)?;
+        let update = UpdateStep::new(&ctx, &kernels, &parameters, &layout, work.l2)?;
+        let mut ends = BatchEnds::new(&ctx, &spec, &activations, &metrics)?;
+        ends.eval_order_len = plan.entries.iter().map(|e| e.0 + e.1).max().unwrap_or(1);
+        let splits = Splits::new(&ctx, &kernels, &ends, &work, &plan)?;
         ctx.wait("uploading the data and parameters")?;
         Ok(GpuBackend {
-            logits: acts[layers].clone(),
             kernels,
             spec,
             layout,
-            l2: work.l2,
-            params: params_buffer,
+            batch_table,
+            parameters,
             metrics,
-            metrics_staging,
-            update_uniform,
-            batch_group,
-            entry_stride,
-            forward_groups,
-            backward_weights_groups,
-            backward_input_groups,
-            update_group,
-            train,
-            validation,
-            test,
+            layers,
+            update,
+            splits,
+            logits: activations.logits().clone(),
             pass: None,
             encoder: None,
             counters: GpuCounters::default(),
@@ -333,47 +122,395 @@ impl GpuBackend {
         &self.ctx
     }
 
-    /// Records the ops of batch `entry` of `split` (forward only unless `train`).
-    fn record_batch(&mut self, split: Split3, index: usize, train: bool) {
-        let pass = self.pass.as_mut().expect("an epoch is being recorded");
-        let data = match split {
-            Split3::Train => &self.train,
-            Split3::Validation => self.validation.as_ref().expect("validation data"),
-            Split3::Test => self.test.as_ref().expect("test data"),
-        };
-        let entry = data.first_entry + index;
-        let rows = (data.examples - index * data.batch_size).min(data.batch_size);
+    /// Records the ops of batch `index` of `part`: forward, backward and update for training,
+    /// forward only for a held-out split.
+    fn record_batch(&mut self, part: Part, index: usize) {
+        let split = self.splits.get(part).expect("the split was uploaded");
+        let entry = split.plan.first_entry + index;
+        let rows = (split.plan.examples - index * split.plan.batch_size).min(split.plan.batch_size);
         let mut ops = GpuBatch {
-            pass,
+            pass: self.pass.as_mut().expect("an epoch is being recorded"),
             kernels: &self.kernels,
             spec: &self.spec,
             layout: &self.layout,
-            split: data,
-            forward_groups: &self.forward_groups,
-            backward_weights_groups: &self.backward_weights_groups,
-            backward_input_groups: &self.backward_input_groups,
-            batch_group: &self.batch_group,
-            offset: (entry as u64 * self.entry_stride) as u32,
+            split,
+            layers: &self.layers,
+            batch: self.batch_table.entry(entry),
             rows,
-            max_groups: self.ctx.limits.max_compute_workgroups_per_dimension,
             dispatches: 0,
         };
         let layers = self.layout.layers.len();
-        if train {
-            backend::forward_backward(&mut ops, layers);
-            ops.update(&self.update_group);
-        } else {
-            backend::forward(&mut ops, layers);
+        match part {
+            Part::Training => {
+                backend::forward_backward(&mut ops, layers);
+                ops.update(&self.update);
+            }
+            Part::HeldOut(_) => backend::forward(&mut ops, layers),
         }
         self.counters.dispatches += ops.dispatches;
     }
 }
 
+/// The data a batch is recorded for.
 #[derive(Clone, Copy)]
-enum Split3 {
-    Train,
-    Validation,
-    Test,
+enum Part {
+    Training,
+    HeldOut(Split),
+}
+
+impl Part {
+    /// How buffer labels and errors name it.
+    fn name(self) -> &'static str {
+        match self {
+            Part::Training => "training",
+            Part::HeldOut(Split::Validation) => "validation",
+            Part::HeldOut(Split::Test) => "test",
+        }
+    }
+}
+
+/// Rows of each batch of a split of `examples` cut into batches of `size`.
+fn batch_rows(examples: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..examples.div_ceil(size)).map(move |b| (b * size, size.min(examples - b * size)))
+}
+
+/// Where a split's batches sit in the batch table.
+#[derive(Clone, Copy, Debug)]
+struct SplitPlan {
+    /// Index of its first batch in the batch table (and of its first slot in the metrics).
+    first_entry: usize,
+    batches: usize,
+    /// Rows per batch (the last may be short).
+    batch_size: usize,
+    examples: usize,
+}
+
+/// The batch table's entries, `(start, rows)`: training batches, then validation chunks, then
+/// test chunks.
+struct BatchPlan {
+    entries: Vec<(usize, usize)>,
+    train: SplitPlan,
+    validation: Option<SplitPlan>,
+    test: Option<SplitPlan>,
+}
+
+impl BatchPlan {
+    fn new(work: &Workload) -> BatchPlan {
+        let mut entries = Vec::new();
+        let mut plan = |data: &Dataset, batch_size: usize| {
+            let first_entry = entries.len();
+            entries.extend(batch_rows(data.len(), batch_size));
+            SplitPlan {
+                first_entry,
+                batches: entries.len() - first_entry,
+                batch_size,
+                examples: data.len(),
+            }
+        };
+        let eval_rows = work.eval_rows();
+        let train = plan(work.train, work.batch_size);
+        let validation = work.validation.map(|v| plan(v, eval_rows));
+        let test = work.test.map(|t| plan(t, eval_rows));
+        BatchPlan {
+            entries,
+            train,
+            validation,
+            test,
+        }
+    }
+}
+
+/// The flat parameter buffer and the gradient buffer of the same layout.
+struct ParameterBuffers {
+    parameters: wgpu::Buffer,
+    gradients: wgpu::Buffer,
+}
+
+impl ParameterBuffers {
+    fn new(ctx: &GpuContext, initial: &[f32]) -> Result<ParameterBuffers, GpuError> {
+        Ok(ParameterBuffers {
+            parameters: ctx.storage_with("parameters", initial, U::COPY_SRC)?,
+            gradients: ctx.storage_with("gradients", &vec![0.0f32; initial.len()], U::COPY_SRC)?,
+        })
+    }
+}
+
+/// Every layer's activations and their gradients, sized for the largest batch, numbered as in
+/// [`crate::backend`]: `A_0 = X`, `A_l` the output of layer l (1-based), `dZ_l` its gradient.
+struct Activations {
+    /// `a[l] = A_l` (rows × widths[l]), for l in 0..=L.
+    a: Vec<wgpu::Buffer>,
+    /// `dz[l] = dZ_l` (rows × widths[l]), for l in 1..=L (dz[0] is unused).
+    dz: Vec<wgpu::Buffer>,
+}
+
+impl Activations {
+    fn new(ctx: &GpuContext, spec: &NetworkSpec, max_rows: usize) -> Result<Activations, GpuError> {
+        let mut activations = Activations {
+            a: Vec::new(),
+            dz: Vec::new(),
+        };
+        let usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+        for (l, &width) in spec.widths.iter().enumerate() {
+            let bytes = (max_rows * width * 4) as u64;
+            ctx.check_binding_size(&format!("activations of layer {l}"), bytes)?;
+            activations
+                .a
+                .push(ctx.buffer(&format!("activations {l}"), bytes, usage)?);
+            activations.dz.push(ctx.buffer(&format!("deltas {l}"), bytes, usage)?);
+        }
+        Ok(activations)
+    }
+
+    /// `dZ_l`, l ≥ 1.
+    fn dz(&self, l: usize) -> &wgpu::Buffer {
+        &self.dz[l]
+    }
+
+    /// The logits `Z_L`: the last layer has no activation, so A_L holds them.
+    fn logits(&self) -> &wgpu::Buffer {
+        self.a.last().expect("at least one layer")
+    }
+}
+
+/// The metrics buffer (per batch-table entry, [`METRICS_PER_BATCH`] floats: loss sum, correct
+/// count) and its readback copy.
+struct MetricsBuffers {
+    buffer: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+impl MetricsBuffers {
+    fn new(ctx: &GpuContext, entries: usize) -> Result<MetricsBuffers, GpuError> {
+        let bytes = (entries * METRICS_PER_BATCH as usize * 4) as u64;
+        let buffer = ctx.buffer("metrics", bytes, U::STORAGE | U::COPY_SRC | U::COPY_DST)?;
+        let staging = ctx.buffer("metrics readback", buffer.size(), U::MAP_READ | U::COPY_DST)?;
+        Ok(MetricsBuffers { buffer, staging })
+    }
+}
+
+/// The bind groups of one layer's three matmuls, made once: every batch binds the same buffers.
+struct LayerGroups {
+    forward: wgpu::BindGroup,
+    backward_weights: wgpu::BindGroup,
+    /// None for layer 0: nothing flows back into the data.
+    backward_input: Option<wgpu::BindGroup>,
+}
+
+impl LayerGroups {
+    fn every_layer(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        spec: &NetworkSpec,
+        parameters: &ParameterBuffers,
+        activations: &Activations,
+    ) -> Result<Vec<LayerGroups>, GpuError> {
+        let layout = spec.layout();
+        let unused = ctx.buffer("unused binding", 16, U::STORAGE)?;
+        let matmul = &kernels.matmul;
+        let mut groups = Vec::new();
+        for (l, shape) in layout.layers.iter().enumerate() {
+            let (a_in, a_out) = (&activations.a[l], &activations.a[l + 1]);
+            let dz_out = activations.dz(l + 1);
+            let hidden = (l + 1 < layout.layers.len()).then_some(spec.activation);
+            let forward_params = params_buffer(
+                ctx,
+                &format!("layer {l} forward params"),
+                &MatmulParams::new(shape, hidden),
+            )?;
+            // Backward through layer l multiplies by the derivative of layer l-1's activation.
+            let backward_params = params_buffer(
+                ctx,
+                &format!("layer {l} backward params"),
+                &MatmulParams::new(shape, Some(spec.activation)),
+            )?;
+            let forward = MatmulBindings {
+                weights: &parameters.parameters,
+                left: a_in,
+                right: &unused,
+                out: a_out,
+                params: &forward_params,
+            };
+            let backward_weights = MatmulBindings {
+                weights: &unused,
+                left: a_in,
+                right: dz_out,
+                out: &parameters.gradients,
+                params: &backward_params,
+            };
+            let backward_input = |dz_in| MatmulBindings {
+                weights: &parameters.parameters,
+                left: dz_out,
+                right: a_in,
+                out: dz_in,
+                params: &backward_params,
+            };
+            groups.push(LayerGroups {
+                forward: matmul.bind(ctx, &format!("matmul_forward layer {l}"), &forward),
+                backward_weights: matmul.bind(ctx, &format!("matmul_backward_weights layer {l}"), &backward_weights),
+                backward_input: (l > 0).then(|| {
+                    let bindings = backward_input(activations.dz(l));
+                    matmul.bind(ctx, &format!("matmul_backward_input layer {l}"), &bindings)
+                }),
+            });
+        }
+        Ok(groups)
+    }
+}
+
+/// The update's parameters (lr changes per epoch) and bind group.
+struct UpdateStep {
+    params: wgpu::Buffer,
+    /// Rewritten with each epoch's lr.
+    values: SgdUpdateParams,
+    group: wgpu::BindGroup,
+}
+
+impl UpdateStep {
+    fn new(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        parameters: &ParameterBuffers,
+        layout: &ParamLayout,
+        l2: f32,
+    ) -> Result<UpdateStep, GpuError> {
+        let values = SgdUpdateParams {
+            lr: 0.0,
+            l2,
+            weight_count: layout.weight_count as u32,
+            total: layout.total as u32,
+        };
+        let params = params_buffer(ctx, "sgd_update params", &values)?;
+        let bindings = SgdUpdateBindings {
+            parameters: &parameters.parameters,
+            gradients: &parameters.gradients,
+            params: &params,
+        };
+        let group = kernels.sgd_update.bind(ctx, "sgd_update", &bindings);
+        Ok(UpdateStep { params, values, group })
+    }
+}
+
+/// What every split's first and last kernels (gather, output_loss) bind besides the split's own
+/// data: X, the logits, dZ_L, the metrics, and the network's output and loss.
+struct BatchEnds<'a> {
+    spec: &'a NetworkSpec,
+    gather_params: wgpu::Buffer,
+    activations: &'a Activations,
+    metrics: &'a MetricsBuffers,
+    eval_order_len: usize,
+}
+
+impl<'a> BatchEnds<'a> {
+    fn new(
+        ctx: &GpuContext,
+        spec: &'a NetworkSpec,
+        activations: &'a Activations,
+        metrics: &'a MetricsBuffers,
+    ) -> Result<BatchEnds<'a>, GpuError> {
+        let gather_params = params_buffer(ctx, "gather params", &GatherParams::new(spec.widths[0]))?;
+        Ok(BatchEnds {
+            spec,
+            gather_params,
+            activations,
+            metrics,
+            eval_order_len: 0,
+        })
+    }
+}
+
+/// A split's data on the GPU: pixels and labels packed four bytes to a u32, the example order,
+/// and the bind groups of its batches' first and last kernels.
+struct SplitBuffers {
+    /// Training: the epoch's permutation. Evaluation: 0, 1, 2, …
+    order: wgpu::Buffer,
+    gather_group: wgpu::BindGroup,
+    output_group: wgpu::BindGroup,
+    plan: SplitPlan,
+}
+
+impl SplitBuffers {
+    /// Uploads `data` (in order 0, 1, 2, …) and binds it; the training split also writes dZ_L.
+    fn new(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        ends: &BatchEnds,
+        part: Part,
+        data: &Dataset,
+        plan: SplitPlan,
+    ) -> Result<SplitBuffers, GpuError> {
+        let name = part.name();
+        let with_grad = matches!(part, Part::Training);
+        ctx.check_binding_size(&format!("{name} images"), data.images.len() as u64)?;
+        let images = ctx.storage_with(&format!("{name} images"), &pack_bytes(&data.images), U::empty())?;
+        let labels = ctx.storage_with(&format!("{name} labels"), &pack_bytes(&data.labels), U::empty())?;
+        let order_len = match part {
+            Part::Training => data.len(),
+            Part::HeldOut(_) => ends.eval_order_len,
+        };
+        let identity: Vec<u32> = (0..order_len as u32).collect();
+        let order = ctx.storage_with(&format!("{name} order"), &identity, U::empty())?;
+        let classes = *ends.spec.widths.last().expect("at least two widths");
+        let output_params = OutputLossParams::new(classes, ends.spec.output, ends.spec.loss, with_grad);
+        let output_params = params_buffer(ctx, &format!("{name} output_loss params"), &output_params)?;
+        let gather = GatherBindings {
+            images: &images,
+            order: &order,
+            x: &ends.activations.a[0],
+            params: &ends.gather_params,
+        };
+        let output = OutputLossBindings {
+            logits: ends.activations.logits(),
+            labels: &labels,
+            order: &order,
+            dz: ends.activations.dz(ends.activations.dz.len() - 1),
+            metrics: &ends.metrics.buffer,
+            params: &output_params,
+        };
+        Ok(SplitBuffers {
+            gather_group: kernels.gather.bind(ctx, &format!("gather {name}"), &gather),
+            output_group: kernels.output_loss.bind(ctx, &format!("output_loss {name}"), &output),
+            order,
+            plan,
+        })
+    }
+}
+
+/// The training split, and the held-out splits the run has.
+struct Splits {
+    train: SplitBuffers,
+    validation: Option<SplitBuffers>,
+    test: Option<SplitBuffers>,
+}
+
+impl Splits {
+    fn new(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        ends: &BatchEnds,
+        work: &Workload,
+        plan: &BatchPlan,
+    ) -> Result<Splits, GpuError> {
+        let held_out = |split: Split, data: Option<&Dataset>, plan: Option<SplitPlan>| match (data, plan) {
+            (Some(data), Some(plan)) => {
+                SplitBuffers::new(ctx, kernels, ends, Part::HeldOut(split), data, plan).map(Some)
+            }
+            _ => Ok(None),
+        };
+        Ok(Splits {
+            train: SplitBuffers::new(ctx, kernels, ends, Part::Training, work.train, plan.train)?,
+            validation: held_out(Split::Validation, work.validation, plan.validation)?,
+            test: held_out(Split::Test, work.test, plan.test)?,
+        })
+    }
+
+    fn get(&self, part: Part) -> Option<&SplitBuffers> {
+        match part {
+            Part::Training => Some(&self.train),
+            Part::HeldOut(Split::Validation) => self.validation.as_ref(),
+            Part::HeldOut(Split::Test) => self.test.as_ref(),
+        }
+    }
 }
 
 /// Records one batch's dispatches into the epoch's compute pass.
@@ -383,63 +520,60 @@ struct GpuBatch<'a> {
     spec: &'a NetworkSpec,
     layout: &'a ParamLayout,
     split: &'a SplitBuffers,
-    forward_groups: &'a [wgpu::BindGroup],
-    backward_weights_groups: &'a [wgpu::BindGroup],
-    backward_input_groups: &'a [Option<wgpu::BindGroup>],
-    batch_group: &'a wgpu::BindGroup,
-    /// This batch's entry in the batch table, in bytes.
-    offset: u32,
+    layers: &'a [LayerGroups],
+    /// This batch's entry in the batch table.
+    batch: BatchBinding<'a>,
     rows: usize,
-    max_groups: u32,
     dispatches: u64,
 }
 
 impl GpuBatch<'_> {
-    fn dispatch(&mut self, pipeline: &wgpu::ComputePipeline, group: &wgpu::BindGroup, (x, y): (u32, u32)) {
-        self.pass.set_pipeline(pipeline);
-        self.pass.set_bind_group(0, group, &[]);
-        self.pass.set_bind_group(1, self.batch_group, &[self.offset]);
-        self.pass.dispatch_workgroups(x, y, 1);
+    fn update(&mut self, update: &UpdateStep) {
+        let total = self.layout.total;
+        self.kernels
+            .sgd_update
+            .record(self.pass, &update.group, self.batch, total);
         self.dispatches += 1;
     }
 
-    fn update(&mut self, group: &wgpu::BindGroup) {
-        let grid = linear_grid(self.layout.total as u64, self.max_groups);
-        let pipeline = &self.kernels.sgd_update;
-        self.dispatch(pipeline, group, grid);
+    fn matmul(&mut self, op: MatmulOp, layer: usize, group: &wgpu::BindGroup) {
+        let shape = &self.layout.layers[layer];
+        self.kernels
+            .matmul
+            .record(self.pass, op, group, self.batch, self.rows, shape);
+        self.dispatches += 1;
     }
 }
 
 impl BatchOps for GpuBatch<'_> {
     fn gather_batch(&mut self) {
-        let grid = linear_grid((self.rows * self.spec.widths[0]) as u64, self.max_groups);
-        self.dispatch(&self.kernels.gather_batch, &self.split.gather_group, grid);
+        let features = self.spec.widths[0];
+        let group = &self.split.gather_group;
+        self.kernels
+            .gather
+            .record(self.pass, group, self.batch, self.rows, features);
+        self.dispatches += 1;
     }
 
     fn dense_forward(&mut self, layer: usize) {
-        let grid = tile_grid(self.rows, self.layout.layers[layer].outputs);
-        self.dispatch(&self.kernels.matmul_forward, &self.forward_groups[layer], grid);
+        self.matmul(MatmulOp::Forward, layer, &self.layers[layer].forward);
     }
 
     fn output_loss(&mut self, _with_grad: bool) {
         // Whether dz is written is part of the split's bind group (training splits write it).
-        self.dispatch(&self.kernels.output_loss, &self.split.output_group, (1, 1));
+        self.kernels
+            .output_loss
+            .record(self.pass, &self.split.output_group, self.batch);
+        self.dispatches += 1;
     }
 
     fn dense_backward_weights(&mut self, layer: usize) {
-        let shape = self.layout.layers[layer];
-        let grid = tile_grid(shape.inputs + 1, shape.outputs);
-        self.dispatch(
-            &self.kernels.matmul_backward_weights,
-            &self.backward_weights_groups[layer],
-            grid,
-        );
+        self.matmul(MatmulOp::BackwardWeights, layer, &self.layers[layer].backward_weights);
     }
 
     fn dense_backward_input(&mut self, layer: usize) {
-        let grid = tile_grid(self.rows, self.layout.layers[layer].inputs);
-        let group = self.backward_input_groups[layer].as_ref().expect("layer ≥ 1");
-        self.dispatch(&self.kernels.matmul_backward_input, group, grid);
+        let group = self.layers[layer].backward_input.as_ref().expect("layer ≥ 1");
+        self.matmul(MatmulOp::BackwardInput, layer, group);
     }
 }
 
@@ -462,16 +596,11 @@ impl Backend for GpuBackend {
         }
         self.ctx
             .queue
-            .write_buffer(&self.train.order, 0, bytemuck::cast_slice(permutation));
-        let update = UpdateParams {
-            lr,
-            l2: self.l2,
-            weight_count: self.layout.weight_count as u32,
-            total: self.layout.total as u32,
-        };
+            .write_buffer(&self.splits.train.order, 0, bytemuck::cast_slice(permutation));
+        self.update.values.lr = lr;
         self.ctx
             .queue
-            .write_buffer(&self.update_uniform, 0, bytemuck::bytes_of(&update));
+            .write_buffer(&self.update.params, 0, bytemuck::bytes_of(&self.update.values));
         let mut encoder = self
             .ctx
             .device
@@ -498,7 +627,7 @@ impl Backend for GpuBackend {
             self.first_batch + self.recorded_batches,
             "batches are recorded in order"
         );
-        self.record_batch(Split3::Train, batch, true);
+        self.record_batch(Part::Training, batch);
         self.recorded_batches += 1;
         Ok(())
     }
@@ -516,13 +645,12 @@ impl Backend for GpuBackend {
     }
 
     fn evaluate(&mut self, split: Split) -> Result<()> {
-        let (which, data) = match split {
-            Split::Validation => (Split3::Validation, &self.validation),
-            Split::Test => (Split3::Test, &self.test),
+        let part = Part::HeldOut(split);
+        let Some(chunks) = self.splits.get(part).map(|data| data.plan.batches) else {
+            return Ok(());
         };
-        let Some(data) = data else { return Ok(()) };
-        for chunk in 0..data.batches {
-            self.record_batch(which, chunk, false);
+        for chunk in 0..chunks {
+            self.record_batch(part, chunk);
         }
         Ok(())
     }
@@ -530,41 +658,46 @@ impl Backend for GpuBackend {
     fn end_epoch(&mut self) -> Result<EpochMetrics> {
         drop(self.pass.take());
         let mut encoder = self.encoder.take().expect("an epoch is being recorded");
-        encoder.copy_buffer_to_buffer(&self.metrics, 0, &self.metrics_staging, 0, self.metrics.size());
+        let metrics = &self.metrics;
+        encoder.copy_buffer_to_buffer(&metrics.buffer, 0, &metrics.staging, 0, metrics.buffer.size());
         self.ctx.queue.submit([encoder.finish()]);
         self.counters.submits += 1;
-        let values: Vec<f32> = self
-            .ctx
-            .map_read(&self.metrics_staging, "reading the epoch's metrics")?;
+        let values: Vec<f32> = self.ctx.map_read(&metrics.staging, "reading the epoch's metrics")?;
         self.counters.readbacks += 1;
-        let slot = |i: usize| (values[2 * i], values[2 * i + 1]);
+        // (loss sum, correct count) of batch-table entry `entry`.
+        let batch_metrics = |entry: usize| {
+            let at = entry * METRICS_PER_BATCH as usize;
+            (values[at], values[at + 1])
+        };
         let trained = self.first_batch..self.first_batch + self.recorded_batches;
-        let entry = |b: usize| self.train.first_entry + b;
-        let mut metrics = EpochMetrics {
-            batch_loss: trained.clone().map(|b| slot(entry(b)).0).collect(),
-            batch_correct: trained.map(|b| slot(entry(b)).1 as u32).collect(),
+        let entry = |b: usize| self.splits.train.plan.first_entry + b;
+        let mut epoch = EpochMetrics {
+            batch_loss: trained.clone().map(|b| batch_metrics(entry(b)).0).collect(),
+            batch_correct: trained.map(|b| batch_metrics(entry(b)).1 as u32).collect(),
             counters: Some(self.counters),
             ..EpochMetrics::default()
         };
         let split_metrics = |data: &SplitBuffers| {
             let mut m = SplitMetrics {
-                examples: data.examples as u64,
+                examples: data.plan.examples as u64,
                 ..SplitMetrics::default()
             };
-            for c in 0..data.batches {
-                let (loss, correct) = slot(data.first_entry + c);
+            for c in 0..data.plan.batches {
+                let (loss, correct) = batch_metrics(data.plan.first_entry + c);
                 m.loss_sum += loss as f64;
                 m.correct += correct as u64;
             }
             m
         };
-        metrics.validation = self.validation.as_ref().map(split_metrics);
-        metrics.test = self.test.as_ref().map(split_metrics);
-        Ok(metrics)
+        epoch.validation = self.splits.validation.as_ref().map(split_metrics);
+        epoch.test = self.splits.test.as_ref().map(split_metrics);
+        Ok(epoch)
     }
 
     fn parameters(&mut self) -> Result<Vec<f32>> {
-        Ok(self.ctx.read(&self.params, "reading the parameters back")?)
+        Ok(self
+            .ctx
+            .read(&self.parameters.parameters, "reading the parameters back")?)
     }
 
     fn logits(&mut self, split: Split) -> Result<Vec<f32>> {

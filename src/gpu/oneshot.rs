@@ -3,11 +3,13 @@
 //! runs, so an element the kernel fails to write shows up as NaN, never as a stale right answer.
 
 use super::context::GpuContext;
-use super::kernels::{
-    activation_code, linear_grid, tile_grid, BatchEntry, GatherDims, Kernels, LayerDims, OutputDims, UpdateParams,
-};
+use super::kernels::gather::{GatherBindings, GatherParams};
+use super::kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams};
+use super::kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
+use super::kernels::sgd_update::{SgdUpdateBindings, SgdUpdateParams};
+use super::kernels::{params_buffer, BatchBinding, BatchTable, Kernels};
 use crate::error::GpuError;
-use crate::network::{Activation, Loss, Output};
+use crate::network::{Activation, LayerShape, Loss, Output};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use wgpu::BufferUsages as U;
 
@@ -59,42 +61,30 @@ impl KernelRunner {
         Ok(())
     }
 
+    /// A storage buffer holding `data`, readable back.
     fn storage<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, GpuError> {
         self.ctx.storage_with(label, data, U::COPY_SRC)
     }
 
+    /// A storage buffer of `len` NaNs, readable back: an output.
     fn poisoned(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
         self.storage(label, &vec![f32::NAN; len])
     }
 
-    fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> Result<wgpu::Buffer, GpuError> {
-        let buffer = self
-            .ctx
-            .buffer(label, std::mem::size_of::<T>() as u64, U::STORAGE | U::COPY_DST)?;
-        self.ctx.queue.write_buffer(&buffer, 0, bytemuck::bytes_of(value));
-        Ok(buffer)
+    /// What a binding the kernel does not read is bound to.
+    fn unused(&self) -> Result<wgpu::Buffer, GpuError> {
+        self.ctx.buffer("unused", 16, U::STORAGE)
     }
 
-    /// Binds `buffers`, dispatches `grid` workgroups of `pipeline` for a batch of `rows` rows
-    /// starting at `start`, and waits.
+    /// Records `record` (the kernel's dispatch) for one batch of `rows` rows starting at
+    /// `start`, `repeats` times in one pass, submits it and waits.
     fn run(
         &self,
         kernel: &str,
-        pipeline: &wgpu::ComputePipeline,
-        layout: &wgpu::BindGroupLayout,
-        buffers: &[&wgpu::Buffer],
         (start, rows): (usize, usize),
-        (x, y): (u32, u32),
+        record: impl Fn(&mut wgpu::ComputePass<'_>, BatchBinding),
     ) -> Result<(), GpuError> {
-        let entry = BatchEntry {
-            start: start as u32,
-            rows: rows as u32,
-            slot: 0,
-            _pad: 0,
-        };
-        let table = self.storage("batch table", &[entry])?;
-        let batch_group = self.kernels.bind_batch_table(&self.ctx, &table);
-        let group = self.kernels.bind(&self.ctx, kernel, layout, buffers);
+        let table = BatchTable::new(&self.ctx, &self.kernels, &[(start, rows)])?;
         let mut encoder = self
             .ctx
             .device
@@ -104,11 +94,8 @@ impl KernelRunner {
                 label: Some(kernel),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.set_bind_group(1, &batch_group, &[0]);
             for _ in 0..self.repeats.load(Ordering::Relaxed) {
-                pass.dispatch_workgroups(x, y, 1);
+                record(&mut pass, table.entry(0));
             }
         }
         // Everything above was uploaded at creation: wait for it, so the timing covers the kernel.
@@ -132,51 +119,57 @@ impl KernelRunner {
         Ok(f64::from_bits(self.last_seconds.load(Ordering::Relaxed)) / repeats.max(1) as f64)
     }
 
-    fn max_groups(&self) -> u32 {
-        self.ctx.limits.max_compute_workgroups_per_dimension
-    }
-
     /// `gather_batch`: x (index.len() × features) = images[index] / 255.
     pub fn gather_batch(&self, images: &[u8], features: usize, index: &[u32]) -> Result<Vec<f32>, GpuError> {
         let rows = index.len();
         let images = self.storage("images", &super::pack_bytes(images))?;
         let order = self.storage("order", index)?;
         let x = self.poisoned("x", rows * features)?;
-        let dims = self.uniform(
-            "dims",
-            &GatherDims {
-                features: features as u32,
-                _pad: [0; 3],
-            },
-        )?;
-        let grid = linear_grid((rows * features) as u64, self.max_groups());
-        let k = &self.kernels;
-        self.run(
-            "gather_batch",
-            &k.gather_batch,
-            &k.gather_layout,
-            &[&images, &order, &x, &dims],
-            (0, rows),
-            grid,
-        )?;
+        let params = params_buffer(&self.ctx, "gather params", &GatherParams::new(features))?;
+        let gather = &self.kernels.gather;
+        let bindings = GatherBindings {
+            images: &images,
+            order: &order,
+            x: &x,
+            params: &params,
+        };
+        let group = gather.bind(&self.ctx, "gather_batch", &bindings);
+        self.run("gather_batch", (0, rows), |pass, batch| {
+            gather.record(pass, &group, batch, rows, features)
+        })?;
         self.ctx.read(&x, "reading x")
     }
 
-    /// Parameters laid out as the trainer does: NaN prefix, then `weight`, then `bias`.
-    fn layer_params(&self, weight: &[f32], bias: &[f32]) -> Result<(wgpu::Buffer, LayerDims), GpuError> {
-        let mut params = vec![f32::NAN; WEIGHT_PREFIX];
-        params.extend_from_slice(weight);
-        params.extend_from_slice(bias);
+    /// Parameters laid out as the trainer does: NaN prefix, then `weight` (k × n), then `bias`
+    /// (n); and where they sit.
+    fn layer_parameters(&self, weight: &[f32], bias: &[f32]) -> Result<(wgpu::Buffer, LayerShape), GpuError> {
+        let mut parameters = vec![f32::NAN; WEIGHT_PREFIX];
+        parameters.extend_from_slice(weight);
+        parameters.extend_from_slice(bias);
         let n = bias.len();
-        let dims = LayerDims {
-            inputs: (weight.len() / n) as u32,
-            outputs: n as u32,
-            weight_offset: WEIGHT_PREFIX as u32,
-            bias_offset: (WEIGHT_PREFIX + weight.len()) as u32,
-            activation: 0,
-            _pad: [0; 3],
+        let shape = LayerShape {
+            inputs: weight.len() / n,
+            outputs: n,
+            weight_offset: WEIGHT_PREFIX,
+            bias_offset: WEIGHT_PREFIX + weight.len(),
         };
-        Ok((self.storage("parameters", &params)?, dims))
+        Ok((self.storage("parameters", &parameters)?, shape))
+    }
+
+    /// Runs matmul `op` through a layer of `shape` on a batch of `rows`, bound by `bindings`.
+    fn run_matmul(
+        &self,
+        op: MatmulOp,
+        bindings: &MatmulBindings,
+        rows: usize,
+        shape: &LayerShape,
+    ) -> Result<(), GpuError> {
+        let matmul = &self.kernels.matmul;
+        let kernel = op.entry_point();
+        let group = matmul.bind(&self.ctx, kernel, bindings);
+        self.run(kernel, (0, rows), |pass, batch| {
+            matmul.record(pass, op, &group, batch, rows, shape)
+        })
     }
 
     /// `matmul_forward` (+ `activation_forward` when `activation` is Some):
@@ -189,23 +182,18 @@ impl KernelRunner {
         rows: usize,
         activation: Option<Activation>,
     ) -> Result<Vec<f32>, GpuError> {
-        let (params, mut dims) = self.layer_params(weight, bias)?;
-        dims.activation = activation_code(activation);
-        let n = bias.len();
+        let (weights, shape) = self.layer_parameters(weight, bias)?;
+        let params = params_buffer(&self.ctx, "matmul params", &MatmulParams::new(&shape, activation))?;
         let inp = self.storage("inp", inp)?;
-        let out = self.poisoned("out", rows * n)?;
-        let unused = self.ctx.buffer("unused", 16, U::STORAGE)?;
-        let dims = self.uniform("dims", &dims)?;
-        let k = &self.kernels;
-        let buffers = [&params, &inp, &unused, &out, &dims];
-        self.run(
-            "matmul_forward",
-            &k.matmul_forward,
-            &k.matmul_layout,
-            &buffers,
-            (0, rows),
-            tile_grid(rows, n),
-        )?;
+        let out = self.poisoned("out", rows * shape.outputs)?;
+        let bindings = MatmulBindings {
+            weights: &weights,
+            left: &inp,
+            right: &self.unused()?,
+            out: &out,
+            params: &params,
+        };
+        self.run_matmul(MatmulOp::Forward, &bindings, rows, &shape)?;
         self.ctx.read(&out, "reading out")
     }
 
@@ -220,24 +208,19 @@ impl KernelRunner {
         n: usize,
         activation: Activation,
     ) -> Result<Vec<f32>, GpuError> {
-        let (params, mut dims) = self.layer_params(weight, &vec![0.0; n])?;
-        dims.activation = activation_code(Some(activation));
-        let k_in = weight.len() / n;
+        let (weights, shape) = self.layer_parameters(weight, &vec![0.0; n])?;
+        let params = params_buffer(&self.ctx, "matmul params", &MatmulParams::new(&shape, Some(activation)))?;
         let dout = self.storage("dout", dout)?;
         let a_prev = self.storage("a_prev", a_prev)?;
-        let dinp = self.poisoned("dinp", rows * k_in)?;
-        let dims = self.uniform("dims", &dims)?;
-        let k = &self.kernels;
-        let buffers = [&params, &dout, &a_prev, &dinp, &dims];
-        let grid = tile_grid(rows, k_in);
-        self.run(
-            "matmul_backward_input",
-            &k.matmul_backward_input,
-            &k.matmul_layout,
-            &buffers,
-            (0, rows),
-            grid,
-        )?;
+        let dinp = self.poisoned("dinp", rows * shape.inputs)?;
+        let bindings = MatmulBindings {
+            weights: &weights,
+            left: &dout,
+            right: &a_prev,
+            out: &dinp,
+            params: &params,
+        };
+        self.run_matmul(MatmulOp::BackwardInput, &bindings, rows, &shape)?;
         self.ctx.read(&dinp, "reading dinp")
     }
 
@@ -251,34 +234,29 @@ impl KernelRunner {
         k_in: usize,
         n: usize,
     ) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
-        let total = WEIGHT_PREFIX + k_in * n + n;
-        let grads = self.poisoned("grads", total)?;
-        let dims = LayerDims {
-            inputs: k_in as u32,
-            outputs: n as u32,
-            weight_offset: WEIGHT_PREFIX as u32,
-            bias_offset: (WEIGHT_PREFIX + k_in * n) as u32,
-            activation: 0,
-            _pad: [0; 3],
+        let shape = LayerShape {
+            inputs: k_in,
+            outputs: n,
+            weight_offset: WEIGHT_PREFIX,
+            bias_offset: WEIGHT_PREFIX + k_in * n,
         };
+        let gradients = self.poisoned("gradients", shape.bias_offset + n)?;
+        let params = params_buffer(&self.ctx, "matmul params", &MatmulParams::new(&shape, None))?;
         let dout = self.storage("dout", dout)?;
         let inp = self.storage("inp", inp)?;
-        let unused = self.ctx.buffer("unused", 16, U::STORAGE)?;
-        let dims = self.uniform("dims", &dims)?;
-        let k = &self.kernels;
-        let buffers = [&unused, &inp, &dout, &grads, &dims];
-        let grid = tile_grid(k_in + 1, n);
-        self.run(
-            "matmul_backward_weights",
-            &k.matmul_backward_weights,
-            &k.matmul_layout,
-            &buffers,
-            (0, rows),
-            grid,
-        )?;
-        let all: Vec<f32> = self.ctx.read(&grads, "reading grads")?;
-        let weights = all[WEIGHT_PREFIX..WEIGHT_PREFIX + k_in * n].to_vec();
-        Ok((weights, all[WEIGHT_PREFIX + k_in * n..].to_vec()))
+        let bindings = MatmulBindings {
+            weights: &self.unused()?,
+            left: &inp,
+            right: &dout,
+            out: &gradients,
+            params: &params,
+        };
+        self.run_matmul(MatmulOp::BackwardWeights, &bindings, rows, &shape)?;
+        let all: Vec<f32> = self.ctx.read(&gradients, "reading the gradients")?;
+        Ok((
+            all[shape.weight_offset..shape.bias_offset].to_vec(),
+            all[shape.bias_offset..].to_vec(),
+        ))
     }
 
     /// `output_loss` over every row of `logits` (rows × classes), labels one per row.
@@ -296,18 +274,22 @@ impl KernelRunner {
         let labels = self.storage("labels", &super::pack_bytes(labels))?;
         let order = self.storage("order", &(0..rows as u32).collect::<Vec<_>>())?;
         let dz = self.poisoned("dz", rows * classes)?;
-        let metrics = self.poisoned("metrics", 2)?;
-        let dims = self.uniform("dims", &OutputDims::new(classes, output, loss, with_grad))?;
-        let k = &self.kernels;
-        let buffers = [&logits, &labels, &order, &dz, &metrics, &dims];
-        self.run(
-            "output_loss",
-            &k.output_loss,
-            &k.output_layout,
-            &buffers,
-            (0, rows),
-            (1, 1),
-        )?;
+        let metrics = self.poisoned("metrics", METRICS_PER_BATCH as usize)?;
+        let params = OutputLossParams::new(classes, output, loss, with_grad);
+        let params = params_buffer(&self.ctx, "output_loss params", &params)?;
+        let output_loss = &self.kernels.output_loss;
+        let bindings = OutputLossBindings {
+            logits: &logits,
+            labels: &labels,
+            order: &order,
+            dz: &dz,
+            metrics: &metrics,
+            params: &params,
+        };
+        let group = output_loss.bind(&self.ctx, "output_loss", &bindings);
+        self.run("output_loss", (0, rows), |pass, batch| {
+            output_loss.record(pass, &group, batch)
+        })?;
         let metrics: Vec<f32> = self.ctx.read(&metrics, "reading metrics")?;
         Ok(OutputLossResult {
             grad: self.ctx.read(&dz, "reading dz")?,
@@ -325,25 +307,26 @@ impl KernelRunner {
         l2: f32,
         weight_count: usize,
     ) -> Result<Vec<f32>, GpuError> {
-        let p = self.storage("params", params)?;
-        let g = self.storage("grads", grads)?;
-        let update = UpdateParams {
+        let total = params.len();
+        let parameters = self.storage("parameters", params)?;
+        let gradients = self.storage("gradients", grads)?;
+        let update = SgdUpdateParams {
             lr,
             l2,
             weight_count: weight_count as u32,
-            total: params.len() as u32,
+            total: total as u32,
         };
-        let update = self.uniform("update", &update)?;
-        let grid = linear_grid(params.len() as u64, self.max_groups());
-        let k = &self.kernels;
-        self.run(
-            "sgd_update",
-            &k.sgd_update,
-            &k.update_layout,
-            &[&p, &g, &update],
-            (0, 0),
-            grid,
-        )?;
-        self.ctx.read(&p, "reading params")
+        let update = params_buffer(&self.ctx, "sgd_update params", &update)?;
+        let sgd_update = &self.kernels.sgd_update;
+        let bindings = SgdUpdateBindings {
+            parameters: &parameters,
+            gradients: &gradients,
+            params: &update,
+        };
+        let group = sgd_update.bind(&self.ctx, "sgd_update", &bindings);
+        self.run("sgd_update", (0, 0), |pass, batch| {
+            sgd_update.record(pass, &group, batch, total)
+        })?;
+        self.ctx.read(&parameters, "reading the parameters")
     }
 }

@@ -93,8 +93,7 @@ impl GpuBackend {
         let metrics = MetricsBuffers::new(&ctx, plan.entries.len())?;
         let layers = LayerGroups::every_layer(&ctx, &kernels, &spec, &parameters, &activations)?;
         let update = UpdateStep::new(&ctx, &kernels, &parameters, &layout, work.l2)?;
-        let mut ends = BatchEnds::new(&ctx, &spec, &activations, &metrics)?;
-        ends.eval_order_len = plan.entries.iter().map(|e| e.0 + e.1).max().unwrap_or(1);
+        let ends = BatchEnds::new(&ctx, &spec, &activations, &metrics)?;
         let splits = Splits::new(&ctx, &kernels, &ends, &work, &plan)?;
         ctx.wait("uploading the data and parameters")?;
         Ok(GpuBackend {
@@ -240,36 +239,38 @@ impl ParameterBuffers {
 struct Activations {
     /// `a[l] = A_l` (rows × widths[l]), for l in 0..=L.
     a: Vec<wgpu::Buffer>,
-    /// `dz[l] = dZ_l` (rows × widths[l]), for l in 1..=L (dz[0] is unused).
+    /// `dz[l - 1] = dZ_l` (rows × widths[l]), for l in 1..=L: nothing flows back into X.
     dz: Vec<wgpu::Buffer>,
 }
 
 impl Activations {
     fn new(ctx: &GpuContext, spec: &NetworkSpec, max_rows: usize) -> Result<Activations, GpuError> {
-        let mut activations = Activations {
-            a: Vec::new(),
-            dz: Vec::new(),
-        };
         let usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+        let (mut a, mut dz) = (Vec::new(), Vec::new());
         for (l, &width) in spec.widths.iter().enumerate() {
             let bytes = (max_rows * width * 4) as u64;
             ctx.check_binding_size(&format!("activations of layer {l}"), bytes)?;
-            activations
-                .a
-                .push(ctx.buffer(&format!("activations {l}"), bytes, usage)?);
-            activations.dz.push(ctx.buffer(&format!("deltas {l}"), bytes, usage)?);
+            a.push(ctx.buffer(&format!("activations {l}"), bytes, usage)?);
+            if l > 0 {
+                dz.push(ctx.buffer(&format!("deltas {l}"), bytes, usage)?);
+            }
         }
-        Ok(activations)
+        Ok(Activations { a, dz })
     }
 
     /// `dZ_l`, l ≥ 1.
     fn dz(&self, l: usize) -> &wgpu::Buffer {
-        &self.dz[l]
+        &self.dz[l - 1]
     }
 
     /// The logits `Z_L`: the last layer has no activation, so A_L holds them.
     fn logits(&self) -> &wgpu::Buffer {
         self.a.last().expect("at least one layer")
+    }
+
+    /// `dZ_L`, what `output_loss` writes.
+    fn logits_gradient(&self) -> &wgpu::Buffer {
+        self.dz.last().expect("at least one layer")
     }
 }
 
@@ -398,7 +399,6 @@ struct BatchEnds<'a> {
     gather_params: wgpu::Buffer,
     activations: &'a Activations,
     metrics: &'a MetricsBuffers,
-    eval_order_len: usize,
 }
 
 impl<'a> BatchEnds<'a> {
@@ -414,7 +414,6 @@ impl<'a> BatchEnds<'a> {
             gather_params,
             activations,
             metrics,
-            eval_order_len: 0,
         })
     }
 }
@@ -444,11 +443,7 @@ impl SplitBuffers {
         ctx.check_binding_size(&format!("{name} images"), data.images.len() as u64)?;
         let images = ctx.storage_with(&format!("{name} images"), &pack_bytes(&data.images), U::empty())?;
         let labels = ctx.storage_with(&format!("{name} labels"), &pack_bytes(&data.labels), U::empty())?;
-        let order_len = match part {
-            Part::Training => data.len(),
-            Part::HeldOut(_) => ends.eval_order_len,
-        };
-        let identity: Vec<u32> = (0..order_len as u32).collect();
+        let identity: Vec<u32> = (0..data.len() as u32).collect();
         let order = ctx.storage_with(&format!("{name} order"), &identity, U::empty())?;
         let classes = *ends.spec.widths.last().expect("at least two widths");
         let output_params = OutputLossParams::new(classes, ends.spec.output, ends.spec.loss, with_grad);
@@ -463,7 +458,7 @@ impl SplitBuffers {
             logits: ends.activations.logits(),
             labels: &labels,
             order: &order,
-            dz: ends.activations.dz(ends.activations.dz.len() - 1),
+            dz: ends.activations.logits_gradient(),
             metrics: &ends.metrics.buffer,
             params: &output_params,
         };

@@ -4,22 +4,15 @@
 //!
 //! Every run passes `--device cpu`: the GPU backend is not there yet.
 
+mod common;
+
+use common::{gzip, idx_images, idx_labels, BIN, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use serde_json::Value;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
-
-use flate2::write::GzEncoder;
-use flate2::Compression;
-use serde_json::Value;
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
-
-const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
-const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
-const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
-const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 const PIXELS: usize = 28 * 28;
 
 /// Examples in the synthetic data set: enough for a batch of 10.
@@ -91,39 +84,20 @@ fn succeeds(args: &[&str]) -> String {
 
 // --- A small synthetic MNIST in a temporary folder -------------------------------------------
 
-/// An IDX image file: header for `count` 28×28 images, then `body` bytes of pixels.
-fn idx_images(count: u32, body: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for field in [2051, count, 28, 28] {
-        bytes.extend_from_slice(&u32::to_be_bytes(field));
-    }
-    bytes.extend((0..body).map(|i| (i * 7 % 256) as u8));
-    bytes
-}
-
 /// An IDX label file: header for `count` labels, then `labels` labels 0, 1, … 9, 0, …
-fn idx_labels(count: u32, labels: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(&2049u32.to_be_bytes());
-    bytes.extend_from_slice(&count.to_be_bytes());
-    bytes.extend((0..labels).map(|i| (i % 10) as u8));
-    bytes
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
+fn digit_labels(count: u32, labels: usize) -> Vec<u8> {
+    let digits: Vec<u8> = (0..labels).map(|i| (i % 10) as u8).collect();
+    idx_labels(count, &digits)
 }
 
 /// The four files of a valid small data set (name, raw contents).
 fn good_files() -> [(&'static str, Vec<u8>); 4] {
     let (train, test) = (SYNTHETIC_TRAIN, SYNTHETIC_TEST);
     [
-        (TRAIN_IMAGES, idx_images(train, train as usize * PIXELS)),
-        (TRAIN_LABELS, idx_labels(train, train as usize)),
-        (TEST_IMAGES, idx_images(test, test as usize * PIXELS)),
-        (TEST_LABELS, idx_labels(test, test as usize)),
+        (TRAIN_IMAGES, idx_images(train, 28, 28, train as usize * PIXELS)),
+        (TRAIN_LABELS, digit_labels(train, train as usize)),
+        (TEST_IMAGES, idx_images(test, 28, 28, test as usize * PIXELS)),
+        (TEST_LABELS, digit_labels(test, test as usize)),
     ]
 }
 
@@ -192,14 +166,14 @@ fn empty_data_file() {
 #[test]
 fn truncated_data_file() {
     // The header promises 60 images; the body stops one pixel short.
-    let bytes = idx_images(SYNTHETIC_TRAIN, SYNTHETIC_TRAIN as usize * PIXELS - 1);
+    let bytes = idx_images(SYNTHETIC_TRAIN, 28, 28, SYNTHETIC_TRAIN as usize * PIXELS - 1);
     let dir = data_dir_with(TRAIN_IMAGES, Some((format!("{TRAIN_IMAGES}.gz"), gzip(&bytes))));
     data_fault(dir.path(), TRAIN_IMAGES, &["truncated"]);
 }
 
 #[test]
 fn truncated_gzip_stream() {
-    let good = gzip(&idx_images(SYNTHETIC_TEST, SYNTHETIC_TEST as usize * PIXELS));
+    let good = gzip(&idx_images(SYNTHETIC_TEST, 28, 28, SYNTHETIC_TEST as usize * PIXELS));
     let cut = good[..good.len() / 2].to_vec();
     let dir = data_dir_with(TEST_IMAGES, Some((format!("{TEST_IMAGES}.gz"), cut)));
     data_fault(dir.path(), TEST_IMAGES, &["corrupt gzip"]);
@@ -207,7 +181,7 @@ fn truncated_gzip_stream() {
 
 #[test]
 fn wrong_magic_number() {
-    let mut bytes = idx_images(SYNTHETIC_TEST, SYNTHETIC_TEST as usize * PIXELS);
+    let mut bytes = idx_images(SYNTHETIC_TEST, 28, 28, SYNTHETIC_TEST as usize * PIXELS);
     bytes[3] = 0x04; // 2052: four dimensions
     let dir = data_dir_with(TEST_IMAGES, Some((TEST_IMAGES.to_string(), bytes)));
     data_fault(dir.path(), TEST_IMAGES, &["magic number 2052", "2051"]);
@@ -218,7 +192,7 @@ fn fewer_labels_than_images() {
     let n = SYNTHETIC_TRAIN - 1;
     let dir = data_dir_with(
         TRAIN_LABELS,
-        Some((format!("{TRAIN_LABELS}.gz"), gzip(&idx_labels(n, n as usize)))),
+        Some((format!("{TRAIN_LABELS}.gz"), gzip(&digit_labels(n, n as usize)))),
     );
     let stderr = data_fault(dir.path(), TRAIN_LABELS, &["60 images", "59 labels"]);
     assert!(stderr.contains(TRAIN_IMAGES), "{stderr}");
@@ -227,7 +201,7 @@ fn fewer_labels_than_images() {
 #[test]
 fn gz_file_that_is_not_gzip() {
     // A raw (valid) IDX file under a .gz name.
-    let bytes = idx_labels(SYNTHETIC_TEST, SYNTHETIC_TEST as usize);
+    let bytes = digit_labels(SYNTHETIC_TEST, SYNTHETIC_TEST as usize);
     let dir = data_dir_with(TEST_LABELS, Some((format!("{TEST_LABELS}.gz"), bytes)));
     data_fault(dir.path(), TEST_LABELS, &["not gzip"]);
 }

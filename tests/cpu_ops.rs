@@ -7,16 +7,18 @@
 //!   multiples of 8, with rows = 1 and n = 1 among them.
 //! - Every output is filled with NaN before the op runs, so an element the op fails to write
 //!   fails the comparison.
-//! - Results are compared with one helper, [`assert_close`]: |got − want| ≤ abs + rel·|want|,
+//! - Results are compared with one helper, `common::assert_close`: |got − want| ≤ abs + rel·|want|,
 //!   by default abs = 1e-5 and rel = 1e-4 (f32 results against an f64 reference).
 
 // The references are the formulas as index loops, on purpose: `for i in 0..n { a[i] … b[i] }`.
 #![allow(clippy::needless_range_loop)]
 
+mod common;
+
+use common::{activations, assert_close, losses, max_violation, nonzero_vec, outputs, poisoned, rng};
 use gpu_mlp::cpu::ops;
 use gpu_mlp::network::{Activation, Loss, Output};
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::RngExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The default tolerance of an f32 result against its f64 reference.
@@ -26,112 +28,6 @@ const REL: f64 = 1e-4;
 const MARGIN: f32 = 1e-3;
 /// The awkward sizes every dimension is drawn from.
 const SIZES: [usize; 5] = [1, 7, 100, 101, 784];
-const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Sigmoid, Activation::Tanh];
-
-// ---------------------------------------------------------------------------------------------
-// The comparison helper
-// ---------------------------------------------------------------------------------------------
-
-/// The worst element of a failed comparison.
-#[derive(Debug)]
-struct Violation {
-    /// Index of the element furthest outside its tolerance (a NaN counts as infinitely far).
-    index: usize,
-    got: f32,
-    want: f64,
-    /// Elements outside the tolerance.
-    count: usize,
-    /// The largest |got − want| over all elements (NaN if any element is NaN).
-    max_err: f64,
-}
-
-/// `None` when every `|got[i] − want[i]| ≤ abs + rel·|want[i]|`, else the worst offender.
-/// A NaN in `got` (an element the op did not write over its NaN poison) is always a violation.
-fn max_violation(got: &[f32], want: &[f64], abs: f64, rel: f64) -> Option<Violation> {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let (mut worst, mut worst_ratio, mut count, mut max_err) = (0, -1.0f64, 0, 0.0f64);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w).abs();
-        let allowed = abs + rel * w.abs();
-        // `!(err <= allowed)` rather than `err > allowed`: NaN must fail.
-        let ok = err <= allowed;
-        let ratio = match (ok, allowed > 0.0) {
-            (true, true) => err / allowed,
-            (true, false) => 0.0,
-            (false, true) if !err.is_nan() => err / allowed,
-            (false, _) => f64::INFINITY,
-        };
-        if !ok {
-            count += 1;
-        }
-        if ratio > worst_ratio {
-            (worst, worst_ratio) = (i, ratio);
-        }
-        max_err = if err.is_nan() || max_err.is_nan() {
-            f64::NAN
-        } else {
-            max_err.max(err)
-        };
-    }
-    (count > 0).then(|| Violation {
-        index: worst,
-        got: got[worst],
-        want: want[worst],
-        count,
-        max_err,
-    })
-}
-
-/// Panics, naming the worst element, unless `got` matches `want` within `abs + rel·|want|`.
-/// Returns the largest absolute error (printed by `cargo test -- --nocapture`).
-fn assert_close(name: &str, got: &[f32], want: &[f64], abs: f64, rel: f64) -> f64 {
-    if let Some(v) = max_violation(got, want, abs, rel) {
-        panic!(
-            "{name}: {} of {} elements outside |err| <= {abs:e} + {rel:e}*|want|; worst at index {}: \
-             got {:e}, want {:e} (err {:e}); max err {:e}",
-            v.count,
-            got.len(),
-            v.index,
-            v.got,
-            v.want,
-            (v.got as f64 - v.want).abs(),
-            v.max_err,
-        );
-    }
-    let errs = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| ((g as f64 - w).abs(), abs + rel * w.abs()));
-    let (max_err, worst_ratio) = errs.fold((0.0, 0.0), |(e, r), (err, tol)| (err.max(e), (err / tol).max(r)));
-    println!("{name}: max abs err {max_err:.3e}, worst err/tolerance {worst_ratio:.3}");
-    max_err
-}
-
-// ---------------------------------------------------------------------------------------------
-// Random data
-// ---------------------------------------------------------------------------------------------
-
-fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// U(lo, hi) without the values within `MARGIN` of 0.
-fn nonzero(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
-    loop {
-        let v = rng.random_range(lo..hi);
-        if v.abs() >= MARGIN {
-            return v;
-        }
-    }
-}
-
-fn random_vec(rng: &mut ChaCha8Rng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..len).map(|_| nonzero(rng, lo, hi)).collect()
-}
-
-fn poisoned(len: usize) -> Vec<f32> {
-    vec![f32::NAN; len]
-}
 
 /// (rows, k, n) shapes of the matmul tests: all from `SIZES`, with rows = 1, k = 1, n = 1, each
 /// size in every position, and the largest products (784 along every axis, one at a time).
@@ -164,14 +60,14 @@ fn comparison_catches_one_element_off_by_1e_3() {
     let mut off = exact.clone();
     off[51] += 1e-3;
     let v = max_violation(&off, &want, ABS, REL).expect("an error of 1e-3 must be caught");
-    assert_eq!((v.index, v.count), (51, 1));
-    assert!((v.max_err - 1e-3).abs() < 1e-6, "{v:?}");
+    assert_eq!((v.worst, v.failed), (51, 1));
+    assert!((v.max_error - 1e-3).abs() < 1e-6, "{v:?}");
 
     // Also at the largest element (|want| = 18.5, tol ≈ 1.9e-3): 1e-2 is caught there, while the
     // same element off by 1e-3 is inside its relative tolerance.
     let mut off = exact.clone();
     off[0] -= 1e-2;
-    assert_eq!(max_violation(&off, &want, ABS, REL).map(|v| v.index), Some(0));
+    assert_eq!(max_violation(&off, &want, ABS, REL).map(|v| v.worst), Some(0));
     off[0] = exact[0] - 1e-3;
     assert!(max_violation(&off, &want, ABS, REL).is_none());
 
@@ -179,8 +75,8 @@ fn comparison_catches_one_element_off_by_1e_3() {
     let mut unwritten = exact.clone();
     unwritten[100] = f32::NAN;
     let v = max_violation(&unwritten, &want, ABS, REL).expect("NaN must be caught");
-    assert_eq!(v.index, 100);
-    assert!(v.max_err.is_nan());
+    assert_eq!(v.worst, 100);
+    assert!(v.max_error.is_nan());
 
     // And assert_close panics on both.
     let mut off = exact.clone();
@@ -243,9 +139,9 @@ fn sum_abs_tolerance(k: usize) -> f64 {
 fn matmul_forward_is_inp_times_weight_plus_bias() {
     let mut rng = rng(2);
     for (rows, k, n) in MATMUL_SHAPES {
-        let inp = random_vec(&mut rng, rows * k, -1.0, 1.0);
-        let weight = random_vec(&mut rng, k * n, -1.0, 1.0);
-        let bias = random_vec(&mut rng, n, -1.0, 1.0);
+        let inp = nonzero_vec(&mut rng, rows * k, -1.0, 1.0, MARGIN);
+        let weight = nonzero_vec(&mut rng, k * n, -1.0, 1.0, MARGIN);
+        let bias = nonzero_vec(&mut rng, n, -1.0, 1.0, MARGIN);
         let mut out = poisoned(rows * n);
         ops::matmul_forward(&mut out, &inp, &weight, &bias, rows);
 
@@ -268,8 +164,8 @@ fn matmul_forward_is_inp_times_weight_plus_bias() {
 fn matmul_backward_weights_is_inp_transposed_times_dout_and_column_sums() {
     let mut rng = rng(3);
     for (rows, k, n) in MATMUL_SHAPES {
-        let inp = random_vec(&mut rng, rows * k, -1.0, 1.0);
-        let dout = random_vec(&mut rng, rows * n, -1.0, 1.0);
+        let inp = nonzero_vec(&mut rng, rows * k, -1.0, 1.0, MARGIN);
+        let dout = nonzero_vec(&mut rng, rows * n, -1.0, 1.0, MARGIN);
         let mut dweight = poisoned(k * n);
         let mut dbias = poisoned(n);
         ops::matmul_backward_weights(&mut dweight, &mut dbias, &dout, &inp, rows);
@@ -299,8 +195,8 @@ fn matmul_backward_weights_is_inp_transposed_times_dout_and_column_sums() {
 fn matmul_backward_input_is_dout_times_weight_transposed() {
     let mut rng = rng(4);
     for (rows, k, n) in MATMUL_SHAPES {
-        let dout = random_vec(&mut rng, rows * n, -1.0, 1.0);
-        let weight = random_vec(&mut rng, k * n, -1.0, 1.0);
+        let dout = nonzero_vec(&mut rng, rows * n, -1.0, 1.0, MARGIN);
+        let weight = nonzero_vec(&mut rng, k * n, -1.0, 1.0, MARGIN);
         let mut dinp = poisoned(rows * k);
         ops::matmul_backward_input(&mut dinp, &dout, &weight, rows, n);
 
@@ -356,10 +252,10 @@ fn f64_activation_derivative(activation: Activation, z: f64) -> f64 {
 #[test]
 fn activation_forward_applies_f_elementwise() {
     let mut rng = rng(5);
-    for activation in ACTIVATIONS {
+    for &activation in activations() {
         for len in SIZES {
             // ±6 reaches into the saturated tails of σ and tanh.
-            let z = random_vec(&mut rng, len, -6.0, 6.0);
+            let z = nonzero_vec(&mut rng, len, -6.0, 6.0, MARGIN);
             let mut a = z.clone();
             ops::activation_forward(activation, &mut a);
             let want: Vec<f64> = z.iter().map(|&v| f64_activation(activation, v as f64)).collect();
@@ -371,10 +267,10 @@ fn activation_forward_applies_f_elementwise() {
 #[test]
 fn activation_backward_multiplies_by_f_prime() {
     let mut rng = rng(6);
-    for activation in ACTIVATIONS {
+    for &activation in activations() {
         for len in SIZES {
-            let z = random_vec(&mut rng, len, -6.0, 6.0);
-            let d = random_vec(&mut rng, len, -1.0, 1.0);
+            let z = nonzero_vec(&mut rng, len, -6.0, 6.0, MARGIN);
+            let d = nonzero_vec(&mut rng, len, -1.0, 1.0, MARGIN);
             // The op takes f(z), as the forward pass leaves it: computed here, not by the op.
             let a: Vec<f32> = z.iter().map(|&v| f64_activation(activation, v as f64) as f32).collect();
             let mut got = d.clone();
@@ -402,9 +298,6 @@ fn relu_backward_passes_exactly_where_the_input_was_positive() {
 // ---------------------------------------------------------------------------------------------
 // Output non-linearity and loss
 // ---------------------------------------------------------------------------------------------
-
-const OUTPUTS: [Output; 2] = [Output::Softmax, Output::Sigmoid];
-const LOSSES: [Loss; 2] = [Loss::Ce, Loss::Mse];
 
 /// Index of the first largest value, as a plain loop.
 fn naive_argmax(z: &[f32]) -> usize {
@@ -462,14 +355,14 @@ fn reference_output_loss(output: Output, loss: Loss, z: &[f32], label: usize, sc
 #[test]
 fn output_loss_matches_the_textbook_formulas_for_every_output_and_loss() {
     let mut rng = rng(7);
-    for output in OUTPUTS {
-        for loss in LOSSES {
+    for &output in outputs() {
+        for &loss in losses() {
             for classes in [1, 2, 3, 7, 10, 101] {
                 // Moderate logits, and wide ones reaching into the saturated tails (where the
                 // sigmoid's 1 − p is 3e-7 and a naive f32 log would blow up).
                 for spread in [3.0f32, 15.0] {
                     for rows in [1, 7, 100] {
-                        let z = random_vec(&mut rng, classes, -spread, spread);
+                        let z = nonzero_vec(&mut rng, classes, -spread, spread, MARGIN);
                         let label = rng.random_range(0..classes);
                         let scale = 1.0 / rows as f32;
                         let name = format!("{output}-{loss} classes={classes} spread={spread} scale=1/{rows}");
@@ -493,8 +386,8 @@ fn output_loss_matches_the_textbook_formulas_for_every_output_and_loss() {
 
 #[test]
 fn output_loss_reports_the_predicted_class_with_ties_to_the_first() {
-    for output in OUTPUTS {
-        for loss in LOSSES {
+    for &output in outputs() {
+        for &loss in losses() {
             let (_, predicted) = ops::output_loss(output, loss, &[0.5, 2.0, 2.0, -1.0], 3, 1.0, None);
             assert_eq!(predicted, 1, "{output}-{loss}");
             let (_, predicted) = ops::output_loss(output, loss, &[-0.5, -2.0, -0.25], 0, 1.0, None);
@@ -569,8 +462,10 @@ fn sgd_update_decays_weights_only_and_sums_the_shards() {
     let chunks = [(0, 101), (0, 60), (60, 41), (40, 30), (59, 3), (7, 1), (100, 1)];
     for shards in [1, 2] {
         for (first, len) in chunks {
-            let params = random_vec(&mut rng, total, -1.0, 1.0);
-            let grads: Vec<Vec<f32>> = (0..shards).map(|_| random_vec(&mut rng, total, -1.0, 1.0)).collect();
+            let params = nonzero_vec(&mut rng, total, -1.0, 1.0, MARGIN);
+            let grads: Vec<Vec<f32>> = (0..shards)
+                .map(|_| nonzero_vec(&mut rng, total, -1.0, 1.0, MARGIN))
+                .collect();
             let shard_slices: Vec<&[f32]> = grads.iter().map(|g| &g[first..first + len]).collect();
 
             let mut got = params[first..first + len].to_vec();
@@ -594,8 +489,10 @@ fn sgd_update_in_chunks_equals_one_update() {
     // How the backend calls it: the buffer cut in chunks, each told its first index.
     let mut rng = rng(10);
     let (total, weight_count) = (784, 500);
-    let params = random_vec(&mut rng, total, -1.0, 1.0);
-    let grads: Vec<Vec<f32>> = (0..2).map(|_| random_vec(&mut rng, total, -1.0, 1.0)).collect();
+    let params = nonzero_vec(&mut rng, total, -1.0, 1.0, MARGIN);
+    let grads: Vec<Vec<f32>> = (0..2)
+        .map(|_| nonzero_vec(&mut rng, total, -1.0, 1.0, MARGIN))
+        .collect();
     let whole_grads: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
     let mut whole = params.clone();
     update_with_shards(&mut whole, &whole_grads, 0.05, 0.01, weight_count, 0);

@@ -1,64 +1,30 @@
 //! Tests of `gpu_mlp::data`: the shipped MNIST loads and matches an independent reader (the
 //! `mnist` crate), and every kind of damaged file is refused with a message naming the file.
 
-use std::fs;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{
+    gzip, idx_images, idx_labels, mnist_dir, MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+};
 use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use gpu_mlp::data::{
     load_mnist, read_idx_images, read_idx_labels, xor, DataError, Dataset, MNIST_CLASSES, MNIST_PIXELS,
 };
+use std::fs;
+use std::io::Read;
+use std::path::Path;
 use tempfile::TempDir;
-
-const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
-const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
-const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
-const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
-const ALL: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
-
-fn shipped_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))
-}
 
 /// Decompresses the four shipped .gz files into a fresh directory under their raw names.
 fn decompressed_copy() -> TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    for name in ALL {
-        let gz = fs::read(shipped_dir().join(format!("{name}.gz"))).unwrap();
+    for name in MNIST_FILES {
+        let gz = fs::read(mnist_dir().join(format!("{name}.gz"))).unwrap();
         let mut raw = Vec::new();
         GzDecoder::new(gz.as_slice()).read_to_end(&mut raw).unwrap();
         fs::write(tmp.path().join(name), raw).unwrap();
     }
     tmp
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
-}
-
-/// An IDX image file whose header says `count` images of `rows`×`cols` and whose body holds
-/// `body` bytes (pixel i is i mod 256, so 0 and 255 both occur once there are enough).
-fn idx_images(count: u32, rows: u32, cols: u32, body: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for field in [2051, count, rows, cols] {
-        bytes.extend_from_slice(&u32::to_be_bytes(field));
-    }
-    bytes.extend((0..body).map(|i| i as u8));
-    bytes
-}
-
-/// An IDX label file whose header says `count` labels, followed by `labels`.
-fn idx_labels(count: u32, labels: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(&2049u32.to_be_bytes());
-    bytes.extend_from_slice(&count.to_be_bytes());
-    bytes.extend_from_slice(labels);
-    bytes
 }
 
 /// A small valid data set in a fresh directory: 3 training examples, 2 test examples, raw files.
@@ -93,7 +59,7 @@ fn histogram(labels: &[u8]) -> [usize; 10] {
 
 #[test]
 fn loads_the_shipped_mnist() {
-    let mnist = load_mnist(&shipped_dir()).unwrap();
+    let mnist = load_mnist(&mnist_dir()).unwrap();
     for (set, n) in [(&mnist.train, 60_000), (&mnist.test, 10_000)] {
         assert_eq!(set.len(), n);
         assert_eq!(set.images.len(), n * MNIST_PIXELS);
@@ -116,7 +82,7 @@ fn matches_the_mnist_crate() {
     let raw = decompressed_copy();
     let base = raw.path().to_str().unwrap();
     let theirs = mnist::MnistBuilder::new().base_path(base).finalize();
-    let ours = load_mnist(&shipped_dir()).unwrap();
+    let ours = load_mnist(&mnist_dir()).unwrap();
     assert!(ours.train.images == theirs.trn_img, "training images differ");
     assert_eq!(ours.train.labels, theirs.trn_lbl);
     assert!(ours.test.images == theirs.tst_img, "test images differ");
@@ -127,7 +93,7 @@ fn matches_the_mnist_crate() {
 fn raw_files_load_like_gz_files() {
     let raw = decompressed_copy();
     let from_raw = load_mnist(raw.path()).unwrap();
-    let from_gz = load_mnist(&shipped_dir()).unwrap();
+    let from_gz = load_mnist(&mnist_dir()).unwrap();
     assert_eq!(from_raw.train, from_gz.train);
     assert_eq!(from_raw.test, from_gz.test);
 }
@@ -139,7 +105,7 @@ fn gzip_by_content_and_dotted_names() {
     let expected = load_mnist(plain.path()).unwrap();
 
     let other = tempfile::tempdir().unwrap();
-    for name in ALL {
+    for name in MNIST_FILES {
         let bytes = fs::read(plain.path().join(name)).unwrap();
         let dotted = name.replacen("-idx", ".idx", 1);
         // Gzip content under a name without .gz for two files, plain .gz for the others.
@@ -315,11 +281,11 @@ fn mismatched_counts() {
     let tmp = synthetic_dir();
     fs::remove_file(tmp.path().join(TRAIN_IMAGES)).unwrap();
     fs::copy(
-        shipped_dir().join(format!("{TRAIN_IMAGES}.gz")),
+        mnist_dir().join(format!("{TRAIN_IMAGES}.gz")),
         tmp.path().join(format!("{TRAIN_IMAGES}.gz")),
     )
     .unwrap();
-    let labels = read_idx_labels(&shipped_dir().join(format!("{TRAIN_LABELS}.gz"))).unwrap();
+    let labels = read_idx_labels(&mnist_dir().join(format!("{TRAIN_LABELS}.gz"))).unwrap();
     fs::write(tmp.path().join(TRAIN_LABELS), idx_labels(59_999, &labels[..59_999])).unwrap();
     let err = load_err(tmp.path(), TRAIN_LABELS);
     assert!(

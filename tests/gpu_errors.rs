@@ -1,36 +1,33 @@
 //! GPU faults come out as errors that name the kernel or the buffer, never as a panic or a hang.
 
+mod common;
+
+use common::{mnist, spec, BIN};
 use gpu_mlp::backend::Workload;
-use gpu_mlp::data::{self, Dataset};
 use gpu_mlp::error::{Error, GpuError};
 use gpu_mlp::gpu::context::GpuContext;
 use gpu_mlp::gpu::GpuBackend;
-use gpu_mlp::network::{Activation, Loss, NetworkSpec, Output};
+use gpu_mlp::network::{Activation, Loss, Output};
 use std::process::Command;
 
-fn mnist_train() -> Dataset {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
-    data::load_mnist(std::path::Path::new(dir)).unwrap().train
+/// The device every test here opens.
+fn context() -> GpuContext {
+    GpuContext::new().expect("a GPU adapter (lavapipe in CI)")
 }
 
 #[test]
 fn a_batch_beyond_the_devices_buffer_limit_is_refused_up_front() {
-    let ctx = GpuContext::new().expect("a GPU adapter (lavapipe in CI)");
+    let ctx = context();
     let limit = ctx
         .limits
         .max_storage_buffer_binding_size
         .min(ctx.limits.max_buffer_size);
-    let train = mnist_train();
+    let train = &mnist().train;
     // X for a full batch of 60,000 images is 60,000 × 784 × 4 bytes = 188 MB.
     let needed = (train.len() * 784 * 4) as u64;
-    let spec = NetworkSpec {
-        widths: vec![784, 16, 10],
-        activation: Activation::Relu,
-        output: Output::Softmax,
-        loss: Loss::Ce,
-    };
+    let spec = spec(&[784, 16, 10], Activation::Relu, Output::Softmax, Loss::Ce);
     let params = vec![0.01; spec.layout().total];
-    let work = Workload::training(&spec, &train, train.len());
+    let work = Workload::training(&spec, train, train.len());
     let result = GpuBackend::with_context(ctx, work, &params);
     if needed <= limit {
         // A device that can hold it trains it.
@@ -57,7 +54,7 @@ fn a_batch_beyond_the_devices_buffer_limit_is_refused_up_front() {
 
 #[test]
 fn the_cli_refuses_an_oversized_gpu_batch_with_one_sentence() {
-    let ctx = GpuContext::new().expect("a GPU adapter (lavapipe in CI)");
+    let ctx = context();
     let limit = ctx
         .limits
         .max_storage_buffer_binding_size
@@ -65,7 +62,7 @@ fn the_cli_refuses_an_oversized_gpu_batch_with_one_sentence() {
     if limit >= 60_000 * 784 * 4 {
         return; // this device can take full-batch descent on MNIST
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_gpu-mlp"))
+    let output = Command::new(BIN)
         .args(["--device", "gpu", "--batch-size", "60000", "--epochs", "1"])
         .env_remove("RUST_BACKTRACE")
         .output()
@@ -84,7 +81,7 @@ fn the_cli_refuses_an_oversized_gpu_batch_with_one_sentence() {
 
 #[test]
 fn a_kernel_that_fails_to_compile_is_reported_by_name() {
-    let ctx = GpuContext::new().expect("a GPU adapter (lavapipe in CI)");
+    let ctx = context();
     // The same mechanism `Kernels::new` builds every pipeline with.
     let result = ctx.scoped(
         || {

@@ -4,10 +4,13 @@
 //! buffer with NaN before the kernel runs, so an element a kernel forgets to write fails the
 //! comparison as NaN instead of passing as a stale right answer.
 
+mod common;
+
+use common::{activations, check, losses, outputs, poisoned, rng, signed_vec, try_check};
 use gpu_mlp::cpu::ops;
 use gpu_mlp::gpu::oneshot::KernelRunner;
 use gpu_mlp::network::{Activation, Loss, Output};
-use rand::{RngExt, SeedableRng};
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
@@ -36,26 +39,9 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (7, 1, 784),
 ];
 
-const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Sigmoid, Activation::Tanh];
-
-fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// `len` values uniform in ±(1e-3 .. `scale`): random signs, never zero nor within 1e-3 of it
-/// (no product vanishes trivially, and an element left at zero cannot pass by luck).
-fn nonzero(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|_| {
-            let magnitude = rng.random_range(1e-3..scale);
-            if rng.random_range(0..2) == 0 {
-                magnitude
-            } else {
-                -magnitude
-            }
-        })
-        .collect()
-}
+/// Random inputs are never zero nor within this of it (no product vanishes trivially, and an
+/// element left at zero cannot pass by luck).
+const MARGIN: f32 = 1e-3;
 
 /// A plausible activation output `a = f(z)` to take the derivative at: relu ≥ 0 with about a
 /// third exact zeros, sigmoid in (0, 1), tanh in (-1, 1) (never zero).
@@ -78,57 +64,12 @@ fn activation_output(rng: &mut ChaCha8Rng, activation: Activation, len: usize) -
 }
 
 /// The default tolerance: |gpu − cpu| ≤ 1e-5 + 1e-4·|cpu|.
-fn default_tolerance(cpu: f32) -> f32 {
-    1e-5 + 1e-4 * cpu.abs()
+fn default_tolerance(cpu: f32) -> f64 {
+    1e-5 + 1e-4 * (cpu as f64).abs()
 }
 
-/// Compares `gpu` with `cpu` element by element, allowing `allowed(i)` at element `i`. An error
-/// on any NaN or infinity (on either side), a length mismatch, or an element out of tolerance,
-/// naming the worst element (index, both values, error, allowance) and how many failed.
-/// Returns the largest absolute error.
-fn try_check(what: &str, gpu: &[f32], cpu: &[f32], allowed: impl Fn(usize) -> f32) -> Result<f32, String> {
-    if gpu.len() != cpu.len() || cpu.is_empty() {
-        return Err(format!("{what}: {} GPU values, {} CPU values", gpu.len(), cpu.len()));
-    }
-    let mut max_error = 0.0f32;
-    // (index, error / allowed)
-    let mut worst = (0, 0.0f32);
-    let mut failed = 0;
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        if !(g.is_finite() && c.is_finite()) {
-            return Err(format!(
-                "{what}: element {i} is not finite: gpu {g}, cpu {c} (NaN on the GPU: the kernel did not write it)"
-            ));
-        }
-        let error = (g - c).abs();
-        let ratio = error / allowed(i);
-        max_error = max_error.max(error);
-        failed += (ratio > 1.0) as usize;
-        if ratio > worst.1 {
-            worst = (i, ratio);
-        }
-    }
-    let i = worst.0;
-    if failed > 0 {
-        return Err(format!(
-            "{what}: {failed} of {} elements out of tolerance; worst at {i}: gpu {}, cpu {}, error {:e}, allowed {:e}",
-            cpu.len(),
-            gpu[i],
-            cpu[i],
-            (gpu[i] - cpu[i]).abs(),
-            allowed(i)
-        ));
-    }
-    Ok(max_error)
-}
-
-/// [`try_check`], failing the test on an error.
-fn check(what: &str, gpu: &[f32], cpu: &[f32], allowed: impl Fn(usize) -> f32) -> f32 {
-    try_check(what, gpu, cpu, allowed).unwrap_or_else(|message| panic!("{message}"))
-}
-
-/// `check` with the default tolerance.
-fn check_default(what: &str, gpu: &[f32], cpu: &[f32]) -> f32 {
+/// `common::check` with the default tolerance.
+fn check_default(what: &str, gpu: &[f32], cpu: &[f32]) -> f64 {
     check(what, gpu, cpu, |i| default_tolerance(cpu[i]))
 }
 
@@ -139,8 +80,8 @@ fn check_default(what: &str, gpu: &[f32], cpu: &[f32]) -> f32 {
 /// fails 100×784×101 at an element with cpu 0.01822 and Σ|x·w| ≈ 80 (error 1.4e-5, allowed
 /// 1.2e-5). So the absolute term also scales with the magnitude of what was summed: 8ε·Σ|a·b|
 /// (≈ 9.5e-7·Σ|a·b|). The worst seen is ≈ 2ε·Σ|a·b| (printed by each test, "worst … of Σ").
-fn sum_tolerance(cpu: f32, abs_sum: f32) -> f32 {
-    default_tolerance(cpu) + 8.0 * f32::EPSILON * abs_sum
+fn sum_tolerance(cpu: f32, abs_sum: f32) -> f64 {
+    default_tolerance(cpu) + 8.0 * f32::EPSILON as f64 * abs_sum as f64
 }
 
 /// Σ_t |a(i, t)·b(t, j)| for each element (i, j) of `c (m×n) = a (m×k) · b (k×n)`.
@@ -187,7 +128,7 @@ fn the_check_fails_on_nan_and_names_the_worst_element() {
         message.contains("2 of 3") && message.contains("worst at 2"),
         "{message}"
     );
-    assert!(message.contains("gpu 3.1") && message.contains("cpu 3"), "{message}");
+    assert!(message.contains("got 3.1") && message.contains("want 3"), "{message}");
     assert!(try_check("short", &[1.0, 2.0], &cpu, default).is_err());
 }
 
@@ -198,7 +139,7 @@ fn the_check_fails_on_nan_and_names_the_worst_element() {
 fn unwritten_outputs_come_back_as_nan() {
     let runner = runner();
     let mut rng = rng(1);
-    let logits = nonzero(&mut rng, 7 * 10, 3.0);
+    let logits = signed_vec(&mut rng, 7 * 10, MARGIN, 3.0);
     let labels = [3u8, 1, 4, 1, 5, 9, 2];
     let result = runner
         .output_loss(Output::Softmax, Loss::Ce, &logits, &labels, 10, false)
@@ -211,9 +152,9 @@ fn unwritten_outputs_come_back_as_nan() {
     assert!(result.loss_sum.is_finite());
 
     let (rows, k, n) = (130, 70, 67);
-    let inp = nonzero(&mut rng, rows * k, 1.0);
-    let weight = nonzero(&mut rng, k * n, 1.0);
-    let bias = nonzero(&mut rng, n, 1.0);
+    let inp = signed_vec(&mut rng, rows * k, MARGIN, 1.0);
+    let weight = signed_vec(&mut rng, k * n, MARGIN, 1.0);
+    let bias = signed_vec(&mut rng, n, MARGIN, 1.0);
     let out = runner.matmul_forward(&inp, &weight, &bias, rows, None).unwrap();
     assert_eq!(out.len(), rows * n);
     for (i, v) in out.iter().enumerate() {
@@ -238,7 +179,7 @@ fn gather_batch_matches_cpu() {
         // 13·7 = 91 and 13·1 = 13 bytes are not whole u32 words).
         let index: Vec<u32> = vec![12, 0, 5, 5, 11, 3, 12, 1, 7, 0, 12];
         let gpu = runner.gather_batch(&images, features, &index).unwrap();
-        let mut cpu = vec![f32::NAN; index.len() * features];
+        let mut cpu = poisoned(index.len() * features);
         let mut cpu_labels = vec![0u8; index.len()];
         ops::gather_batch(&mut cpu, &mut cpu_labels, &images, &labels, &index, None);
         let max = check_default(&format!("gather_batch features {features}"), &gpu, &cpu);
@@ -253,7 +194,7 @@ fn gather_batch_matches_cpu() {
     let labels = vec![0u8; examples];
     let index: Vec<u32> = (0..examples as u32).rev().collect();
     let gpu = runner.gather_batch(&images, features, &index).unwrap();
-    let mut cpu = vec![f32::NAN; examples * features];
+    let mut cpu = poisoned(examples * features);
     ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
     check_default("gather_batch 300 × 7", &gpu, &cpu);
 }
@@ -263,20 +204,15 @@ fn matmul_forward_matches_cpu_for_every_activation() {
     let runner = runner();
     let mut rng = rng(3);
     for (rows, k, n) in SHAPES {
-        let inp = nonzero(&mut rng, rows * k, 1.0);
-        let weight = nonzero(&mut rng, k * n, 1.0);
-        let bias = nonzero(&mut rng, n, 1.0);
-        let mut z = vec![f32::NAN; rows * n];
+        let inp = signed_vec(&mut rng, rows * k, MARGIN, 1.0);
+        let weight = signed_vec(&mut rng, k * n, MARGIN, 1.0);
+        let bias = signed_vec(&mut rng, n, MARGIN, 1.0);
+        let mut z = poisoned(rows * n);
         ops::matmul_forward(&mut z, &inp, &weight, &bias, rows);
         // Σ|x·w| + |b|: what the sum that makes each z was made of.
         let mut sums = abs_product_sums((rows, n, k), |i, t| inp[i * k + t], |t, j| weight[t * n + j]);
         sums.iter_mut().enumerate().for_each(|(i, s)| *s += bias[i % n].abs());
-        for activation in [
-            None,
-            Some(Activation::Relu),
-            Some(Activation::Sigmoid),
-            Some(Activation::Tanh),
-        ] {
+        for activation in std::iter::once(None).chain(activations().iter().copied().map(Some)) {
             let mut cpu = z.clone();
             if let Some(activation) = activation {
                 ops::activation_forward(activation, &mut cpu);
@@ -299,12 +235,12 @@ fn matmul_backward_input_matches_cpu_for_every_activation() {
     let mut rng = rng(4);
     for (rows, k, n) in SHAPES {
         // dinp (rows × k) = (dout (rows × n) · Wᵀ) ⊙ f'(a_prev): the reduction runs over n.
-        let dout = nonzero(&mut rng, rows * n, 1.0);
-        let weight = nonzero(&mut rng, k * n, 1.0);
-        let mut product = vec![f32::NAN; rows * k];
+        let dout = signed_vec(&mut rng, rows * n, MARGIN, 1.0);
+        let weight = signed_vec(&mut rng, k * n, MARGIN, 1.0);
+        let mut product = poisoned(rows * k);
         ops::matmul_backward_input(&mut product, &dout, &weight, rows, n);
         let sums = abs_product_sums((rows, k, n), |i, t| dout[i * n + t], |t, j| weight[j * n + t]);
-        for activation in ACTIVATIONS {
+        for &activation in activations() {
             let a_prev = activation_output(&mut rng, activation, rows * k);
             if activation == Activation::Relu && rows * k >= 7 {
                 assert!(a_prev.contains(&0.0), "relu's mask goes untested without zeros");
@@ -335,9 +271,9 @@ fn matmul_backward_weights_matches_cpu() {
     let mut rng = rng(5);
     for (rows, k, n) in SHAPES {
         // dW (k × n) = inpᵀ · dout, db (n) = Σ_rows dout: the reduction runs over the rows.
-        let dout = nonzero(&mut rng, rows * n, 1.0);
-        let inp = nonzero(&mut rng, rows * k, 1.0);
-        let (mut dweight, mut dbias) = (vec![f32::NAN; k * n], vec![f32::NAN; n]);
+        let dout = signed_vec(&mut rng, rows * n, MARGIN, 1.0);
+        let inp = signed_vec(&mut rng, rows * k, MARGIN, 1.0);
+        let (mut dweight, mut dbias) = (poisoned(k * n), poisoned(n));
         ops::matmul_backward_weights(&mut dweight, &mut dbias, &dout, &inp, rows);
         let (gpu_dweight, gpu_dbias) = runner.matmul_backward_weights(&dout, &inp, rows, k, n).unwrap();
         let what = format!("matmul_backward_weights {rows}×{k}×{n}");
@@ -362,7 +298,7 @@ fn output_loss_matches_cpu_for_every_output_and_loss() {
     let mut rng = rng(6);
     for rows in [1usize, 7, 100, 300] {
         for classes in [10usize, 2] {
-            let mut logits = nonzero(&mut rng, rows * classes, 4.0);
+            let mut logits = signed_vec(&mut rng, rows * classes, MARGIN, 4.0);
             let mut labels: Vec<u8> = (0..rows).map(|_| rng.random_range(0..classes as u8)).collect();
             // Ties for the top logit, labelled with the FIRST of the tied classes: first-index
             // tie-breaking counts them correct, any other rule does not.
@@ -379,10 +315,10 @@ fn output_loss_matches_cpu_for_every_output_and_loss() {
                 labels[row] = first as u8;
                 assert_eq!(ops::argmax(z), first);
             }
-            for output in [Output::Softmax, Output::Sigmoid] {
-                for loss in [Loss::Ce, Loss::Mse] {
+            for &output in outputs() {
+                for &loss in losses() {
                     let scale = 1.0 / rows as f32;
-                    let mut grad = vec![f32::NAN; rows * classes];
+                    let mut grad = poisoned(rows * classes);
                     let (mut loss_sum, mut correct) = (0.0f32, 0u32);
                     for (r, (z, g)) in logits.chunks(classes).zip(grad.chunks_mut(classes)).enumerate() {
                         let label = labels[r] as usize;
@@ -432,7 +368,7 @@ fn output_loss_breaks_ties_towards_the_first_class() {
             logits[r * classes + second] = 1.5;
             labels[r] = first as u8;
         }
-        for output in [Output::Softmax, Output::Sigmoid] {
+        for &output in outputs() {
             let gpu = runner
                 .output_loss(output, Loss::Ce, &logits, &labels, classes, false)
                 .unwrap();
@@ -451,8 +387,8 @@ fn sgd_update_matches_cpu() {
         // l2 = 0.5 decays a weight by lr·l2·|θ| = 0.05·|θ|: far outside the tolerance, so decay
         // applied to the first bias (or missing on the last weight) fails the comparison.
         for l2 in [0.0f32, 0.5] {
-            let params = nonzero(&mut rng, len, 1.0);
-            let grads = nonzero(&mut rng, len, 1.0);
+            let params = signed_vec(&mut rng, len, MARGIN, 1.0);
+            let grads = signed_vec(&mut rng, len, MARGIN, 1.0);
             let lr = 0.1;
             let mut cpu = params.clone();
             ops::sgd_update(&mut cpu, &grads, lr, l2, weight_count, 0);
@@ -473,8 +409,8 @@ fn linear_kernels_cover_a_two_dimensional_grid() {
     let per_dimension = runner.ctx.limits.max_compute_workgroups_per_dimension as usize;
     let len = per_dimension * 256 + 300;
     let mut rng = rng(8);
-    let params = nonzero(&mut rng, len, 1.0);
-    let grads = nonzero(&mut rng, len, 1.0);
+    let params = signed_vec(&mut rng, len, MARGIN, 1.0);
+    let grads = signed_vec(&mut rng, len, MARGIN, 1.0);
     let weight_count = len - 1000;
     let mut cpu = params.clone();
     ops::sgd_update(&mut cpu, &grads, 0.1, 0.5, weight_count, 0);
@@ -488,7 +424,7 @@ fn linear_kernels_cover_a_two_dimensional_grid() {
     let labels = vec![0u8; examples];
     let index: Vec<u32> = (0..examples as u32).rev().collect();
     let gpu = runner.gather_batch(&images, features, &index).unwrap();
-    let mut cpu = vec![f32::NAN; examples * features];
+    let mut cpu = poisoned(examples * features);
     ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
     check_default(&format!("gather_batch {examples} × {features} (2-D grid)"), &gpu, &cpu);
 }

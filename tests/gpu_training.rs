@@ -4,9 +4,12 @@
 //! epoch), batch sizes from 1 to the whole set, a validation split, and the binary's `--device
 //! gpu` output.
 
+mod common;
+
+use common::{assert_close, bits, mnist, spec, BIN};
 use gpu_mlp::backend::{Backend, EpochMetrics, GpuCounters, Split, Workload};
 use gpu_mlp::cpu::{loss_and_gradient, CpuBackend};
-use gpu_mlp::data::{load_mnist, Dataset, Mnist};
+use gpu_mlp::data::Dataset;
 use gpu_mlp::gpu::context::{list_adapters, AdapterKind};
 use gpu_mlp::gpu::GpuBackend;
 use gpu_mlp::init;
@@ -16,36 +19,21 @@ use gpu_mlp::train::{self, EpochReport, Schedule};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::LazyLock;
 use std::time::Instant;
-
-static MNIST: LazyLock<Mnist> = LazyLock::new(|| {
-    load_mnist(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))).expect("MNIST in data/mnist")
-});
 
 /// The first `n` MNIST training examples.
 fn train_set(n: usize) -> Dataset {
-    MNIST.train.truncated(n)
+    mnist().train.truncated(n)
 }
 
 /// The first `n` MNIST test examples.
 fn test_set(n: usize) -> Dataset {
-    MNIST.test.truncated(n)
+    mnist().test.truncated(n)
 }
 
 fn gpu_backend(work: Workload, params: &[f32]) -> GpuBackend {
     GpuBackend::new(work, params).expect("a GPU adapter (lavapipe will do)")
-}
-
-fn spec(widths: &[usize], activation: Activation, output: Output, loss: Loss) -> NetworkSpec {
-    NetworkSpec {
-        widths: widths.to_vec(),
-        activation,
-        output,
-        loss,
-    }
 }
 
 fn workload<'a>(spec: &'a NetworkSpec, train: &'a Dataset, batch_size: usize, l2: f32) -> Workload<'a> {
@@ -70,38 +58,6 @@ fn epoch(backend: &mut dyn Backend, work: &Workload, permutation: &[u32], lr: f3
         backend.evaluate(Split::Test).unwrap();
     }
     backend.end_epoch().unwrap()
-}
-
-/// Largest |gpu − cpu| over the parameters; fails (naming the worst one) if any is NaN or
-/// beyond `abs + rel·|cpu|`.
-fn compare(what: &str, gpu: &[f32], cpu: &[f32], abs: f32, rel: f32) -> f32 {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    let mut max_error = 0.0f32;
-    let mut worst = (0, 0.0f32);
-    let mut failed = 0;
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        assert!(
-            g.is_finite() && c.is_finite(),
-            "{what}: parameter {i}: gpu {g}, cpu {c}"
-        );
-        let error = (g - c).abs();
-        let ratio = error / (abs + rel * c.abs());
-        max_error = max_error.max(error);
-        failed += (ratio > 1.0) as usize;
-        if ratio > worst.1 {
-            worst = (i, ratio);
-        }
-    }
-    let i = worst.0;
-    assert!(
-        failed == 0,
-        "{what}: {failed} of {} out of tolerance; worst at {i}: gpu {}, cpu {}, error {:e}",
-        cpu.len(),
-        gpu[i],
-        cpu[i],
-        (gpu[i] - cpu[i]).abs()
-    );
-    max_error
 }
 
 /// One step-parity configuration.
@@ -158,10 +114,10 @@ fn step_parity(config: &Config, seed: u64) {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max);
     assert!(moved > 1e-2, "{name}: the CPU weights moved by {moved} only");
-    let max_error = compare(&name, &gpu_params, &cpu_params, 1e-4, 1e-3);
+    let max_error = assert_close(&name, &gpu_params, &cpu_params, 1e-4, 1e-3);
     let (cpu_loss, gpu_loss) = (&cpu_metrics.batch_loss, &gpu_metrics.batch_loss);
     assert_eq!(gpu_loss.len(), work.batches());
-    let loss_error = compare(&format!("{name}: batch losses"), gpu_loss, cpu_loss, 1e-5, 1e-3);
+    let loss_error = assert_close(&format!("{name}: batch losses"), gpu_loss, cpu_loss, 1e-5, 1e-3);
     let first: f32 = cpu_loss[..10.min(cpu_loss.len())].iter().sum();
     let last: f32 = cpu_loss[cpu_loss.len().saturating_sub(10)..].iter().sum();
     assert!(last < first, "{name}: the loss did not fall: {first} → {last}");
@@ -298,15 +254,11 @@ fn two_epochs_reach_the_same_test_accuracy() {
     }
     let accuracy = gpu.last().unwrap().test_accuracy.unwrap();
     assert!(accuracy > 0.8, "GPU test accuracy {accuracy} after 2 epochs");
-    let max_error = compare("784-64-10 after 2 epochs", &gpu_params, &cpu_params, 1e-4, 1e-3);
+    let max_error = assert_close("784-64-10 after 2 epochs", &gpu_params, &cpu_params, 1e-4, 1e-3);
     println!(
         "784-64-10, 2 epochs on 5000: max parameter error {max_error:.2e} ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
-}
-
-fn bits(values: &[f32]) -> Vec<u32> {
-    values.iter().map(|v| v.to_bits()).collect()
 }
 
 /// The same seed on two fresh GPU backends gives the same parameters and losses, bit for bit.
@@ -422,7 +374,7 @@ fn every_batch_size_trains_on_the_gpu() {
             // Full-batch descent with a modest step: every epoch lowers the loss.
             assert!(losses.windows(2).all(|w| w[1] < w[0]), "{what}: {losses:?}");
         }
-        let max_error = compare(&what, &gpu_params, &cpu_params, 1e-4, 1e-3);
+        let max_error = assert_close(&what, &gpu_params, &cpu_params, 1e-4, 1e-3);
         println!("{what}, {epochs} epochs: train losses {losses:?}, max parameter error {max_error:.2e}");
     }
 }
@@ -460,8 +412,6 @@ fn a_validation_split_works_on_the_gpu() {
         "GPU validation loss {g_loss}, its weights' loss on the validation set {recomputed}"
     );
 }
-
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
 
 /// The name a software adapter must have here: Mesa's lavapipe.
 fn expect_llvmpipe() -> bool {

@@ -32,10 +32,13 @@
 //! (naive f64 loops), that no perturbation changed the sign of any of them. No parameter is
 //! skipped.
 
+mod common;
+
+use common::{activations, losses, nonzero, outputs, rng, spec};
 use gpu_mlp::cpu::loss_and_gradient;
 use gpu_mlp::data::Dataset;
-use gpu_mlp::network::{Activation, Loss, NetworkSpec, Output};
-use rand::{RngExt, SeedableRng};
+use gpu_mlp::network::{Activation, NetworkSpec};
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 const WIDTHS: [usize; 4] = [5, 4, 3, 3];
@@ -46,21 +49,15 @@ const TOLERANCE: f64 = 2e-2;
 /// ReLU networks: no hidden pre-activation of the batch is closer to 0 than this.
 const KINK_MARGIN: f64 = 0.1;
 
-const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Sigmoid, Activation::Tanh];
-const OUTPUTS: [Output; 2] = [Output::Softmax, Output::Sigmoid];
-const LOSSES: [Loss; 2] = [Loss::Ce, Loss::Mse];
+/// Parameters are drawn from U(-1, 1), none closer to 0 than this.
+const PARAMETER_MARGIN: f32 = 1e-2;
 
 fn all_specs() -> Vec<NetworkSpec> {
     let mut specs = Vec::new();
-    for activation in ACTIVATIONS {
-        for output in OUTPUTS {
-            for loss in LOSSES {
-                specs.push(NetworkSpec {
-                    widths: WIDTHS.to_vec(),
-                    activation,
-                    output,
-                    loss,
-                });
+    for &activation in activations() {
+        for &output in outputs() {
+            for &loss in losses() {
+                specs.push(spec(&WIDTHS, activation, output, loss));
             }
         }
     }
@@ -82,22 +79,17 @@ fn dataset(rng: &mut ChaCha8Rng, len: usize) -> Dataset {
     }
 }
 
-/// U(-1, 1), none closer to 0 than 1e-2.
-fn nonzero(rng: &mut ChaCha8Rng) -> f32 {
-    loop {
-        let v: f32 = rng.random_range(-1.0..1.0);
-        if v.abs() >= 1e-2 {
-            return v;
-        }
-    }
+/// U(-1, 1), none closer to 0 than PARAMETER_MARGIN.
+fn parameter(rng: &mut ChaCha8Rng) -> f32 {
+    nonzero(rng, -1.0, 1.0, PARAMETER_MARGIN)
 }
 
-/// Every weight and bias from [`nonzero`]; for ReLU, hidden units re-drawn until the batch's hidden
+/// Every weight and bias from [`parameter`]; for ReLU, hidden units re-drawn until the batch's hidden
 /// pre-activations are all at least KINK_MARGIN away from 0, and no hidden unit is dead (negative
 /// on every example, which would leave the layers below it without gradient to check).
 fn random_params(rng: &mut ChaCha8Rng, spec: &NetworkSpec, data: &Dataset, index: &[u32]) -> Vec<f32> {
     let layout = spec.layout();
-    let mut params: Vec<f32> = (0..layout.total).map(|_| nonzero(rng)).collect();
+    let mut params: Vec<f32> = (0..layout.total).map(|_| parameter(rng)).collect();
     if spec.activation == Activation::Relu {
         let hidden = &layout.layers[..layout.layers.len() - 1];
         // Layer by layer: a layer's pre-activations depend on the biases before it.
@@ -116,9 +108,9 @@ fn random_params(rng: &mut ChaCha8Rng, spec: &NetworkSpec, data: &Dataset, index
                 // weights are all negative.
                 for j in redraw {
                     for i in 0..shape.inputs {
-                        params[shape.weight_offset + i * shape.outputs + j] = nonzero(rng);
+                        params[shape.weight_offset + i * shape.outputs + j] = parameter(rng);
                     }
-                    params[shape.bias_offset + j] = nonzero(rng);
+                    params[shape.bias_offset + j] = parameter(rng);
                 }
             }
         }
@@ -238,7 +230,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let mut rng = ChaCha8Rng::seed_from_u64(2024);
+    let mut rng = rng(2024);
     let data = dataset(&mut rng, 10);
     // A batch in no particular order, with one example twice.
     let index: Vec<u32> = vec![7, 2, 9, 0, 2, 5];
@@ -337,7 +329,7 @@ fn the_check_rejects_wrong_gradients() {
 
 #[test]
 fn gradient_is_that_of_the_mean_loss() {
-    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let mut rng = rng(77);
     let data = dataset(&mut rng, 8);
     let index: Vec<u32> = vec![3, 0, 6, 6, 1, 7, 4];
     for spec in all_specs() {

@@ -1,10 +1,13 @@
 //! How the binary behaves at the ends of a pipe: a reader that goes away early, a closed or
 //! full standard output.
 
+mod common;
+
+use common::BIN;
 use std::process::{Command, Stdio};
 
 fn gpu_mlp() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gpu-mlp"));
+    let mut command = Command::new(BIN);
     command.args(["--device", "cpu", "--train-examples", "500", "--test-examples", "100"]);
     command
 }
@@ -44,10 +47,7 @@ fn a_reader_that_goes_away_ends_the_run_quietly() {
 fn a_closed_stdout_is_an_error() {
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "'{}' --device cpu --train-examples 100 --epochs 1 >&-",
-            env!("CARGO_BIN_EXE_gpu-mlp")
-        ))
+        .arg(format!("'{BIN}' --device cpu --train-examples 100 --epochs 1 >&-"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -3,15 +3,16 @@
 //! XOR and MNIST must be learned, the same seed must give the same weights bit for bit, and every
 //! batch size from 1 to the whole training set must train.
 
+mod common;
+
 use clap::Parser;
+use common::{bits, mnist};
 use gpu_mlp::backend::Backend;
 use gpu_mlp::cli::{Cli, Run};
 use gpu_mlp::cpu::{loss_and_gradient, CpuBackend};
-use gpu_mlp::data::load_mnist;
 use gpu_mlp::init;
 use gpu_mlp::optim::StepConstants;
 use gpu_mlp::train::{self, EpochReport};
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// The checked run that `gpu-mlp --device cpu ARGS` would train.
@@ -48,10 +49,6 @@ fn train(args: &[&str]) -> Trained {
         initial,
         params,
     }
-}
-
-fn bits(params: &[f32]) -> Vec<u32> {
-    params.iter().map(|p| p.to_bits()).collect()
 }
 
 fn last(reports: &[EpochReport]) -> &EpochReport {
@@ -162,8 +159,7 @@ fn validation_is_the_tail_of_the_training_data() {
         "2",
     ]);
     let run = &trained.run;
-    let mnist = load_mnist(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))).unwrap();
-    let first_1000 = mnist.train.truncated(1000);
+    let first_1000 = mnist().train.truncated(1000);
     let validation = run.validation.as_ref().expect("a validation set");
     assert_eq!(run.train, first_1000.truncated(800));
     assert_eq!(validation.len(), 200);

@@ -116,11 +116,6 @@ impl GpuBackend {
         })
     }
 
-    /// The device this backend runs on.
-    pub fn context(&self) -> &GpuContext {
-        &self.ctx
-    }
-
     /// Records the ops of batch `index` of `part`: forward, backward and update for training,
     /// forward only for a held-out split.
     fn record_batch(&mut self, part: Part, index: usize) {

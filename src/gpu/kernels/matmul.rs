@@ -219,10 +219,6 @@ impl Matmul {
         })
     }
 
-    pub fn variant(&self) -> MatmulVariant {
-        self.pipelines.variant
-    }
-
     pub fn bind(&self, ctx: &GpuContext, label: &str, bindings: &MatmulBindings) -> wgpu::BindGroup {
         bind_group(ctx, &self.layout, label, bindings)
     }

@@ -8,6 +8,7 @@ mod common;
 
 use common::{activations, check, losses, outputs, poisoned, rng, signed_vec, try_check};
 use gpu_mlp::cpu::ops;
+use gpu_mlp::gpu::kernels::matmul::MatmulVariant;
 use gpu_mlp::gpu::oneshot::KernelRunner;
 use gpu_mlp::network::{Activation, Loss, Output};
 use rand::RngExt;
@@ -199,11 +200,10 @@ fn gather_batch_matches_cpu() {
     check_default("gather_batch 300 × 7", &gpu, &cpu);
 }
 
-#[test]
-fn matmul_forward_matches_cpu_for_every_activation() {
-    let runner = runner();
+/// `matmul_forward` against the CPU on `shapes`, for every activation (and none).
+fn matmul_forward_parity(runner: &KernelRunner, shapes: &[(usize, usize, usize)]) {
     let mut rng = rng(3);
-    for (rows, k, n) in SHAPES {
+    for &(rows, k, n) in shapes {
         let inp = signed_vec(&mut rng, rows * k, MARGIN, 1.0);
         let weight = signed_vec(&mut rng, k * n, MARGIN, 1.0);
         let bias = signed_vec(&mut rng, n, MARGIN, 1.0);
@@ -229,11 +229,10 @@ fn matmul_forward_matches_cpu_for_every_activation() {
     }
 }
 
-#[test]
-fn matmul_backward_input_matches_cpu_for_every_activation() {
-    let runner = runner();
+/// `matmul_backward_input` against the CPU on `shapes`, for every activation.
+fn matmul_backward_input_parity(runner: &KernelRunner, shapes: &[(usize, usize, usize)]) {
     let mut rng = rng(4);
-    for (rows, k, n) in SHAPES {
+    for &(rows, k, n) in shapes {
         // dinp (rows × k) = (dout (rows × n) · Wᵀ) ⊙ f'(a_prev): the reduction runs over n.
         let dout = signed_vec(&mut rng, rows * n, MARGIN, 1.0);
         let weight = signed_vec(&mut rng, k * n, MARGIN, 1.0);
@@ -265,11 +264,10 @@ fn matmul_backward_input_matches_cpu_for_every_activation() {
     }
 }
 
-#[test]
-fn matmul_backward_weights_matches_cpu() {
-    let runner = runner();
+/// `matmul_backward_weights` against the CPU on `shapes`.
+fn matmul_backward_weights_parity(runner: &KernelRunner, shapes: &[(usize, usize, usize)]) {
     let mut rng = rng(5);
-    for (rows, k, n) in SHAPES {
+    for &(rows, k, n) in shapes {
         // dW (k × n) = inpᵀ · dout, db (n) = Σ_rows dout: the reduction runs over the rows.
         let dout = signed_vec(&mut rng, rows * n, MARGIN, 1.0);
         let inp = signed_vec(&mut rng, rows * k, MARGIN, 1.0);
@@ -289,6 +287,42 @@ fn matmul_backward_weights_matches_cpu() {
             "{what}: dW max error {max_w:e} (worst {:.2e} of Σ|a·dz|), db max error {max_b:e}",
             worst_relative_to_sum(&gpu_dweight, &dweight, &sums)
         );
+    }
+}
+
+#[test]
+fn matmul_forward_matches_cpu_for_every_activation() {
+    matmul_forward_parity(&runner(), &SHAPES);
+}
+
+#[test]
+fn matmul_backward_input_matches_cpu_for_every_activation() {
+    matmul_backward_input_parity(&runner(), &SHAPES);
+}
+
+#[test]
+fn matmul_backward_weights_matches_cpu() {
+    matmul_backward_weights_parity(&runner(), &SHAPES);
+}
+
+/// The tiled matmuls compiled with other tiles and depths (emitted into the shader from the
+/// variant, as every variant's constants are) still match the CPU: no number of the tiling is
+/// written in the WGSL itself. Shapes that need several tiles and partial ones, at either size.
+#[test]
+fn the_tiled_matmuls_match_cpu_with_other_constants() {
+    let shapes = [(1, 1, 1), (7, 784, 7), (101, 7, 100), (100, 101, 130)];
+    for (tile, depth) in [(32, 8), (16, 4)] {
+        let variant = MatmulVariant {
+            name: "tiled, other constants",
+            tile,
+            depth,
+            ..MatmulVariant::TILED_64
+        };
+        println!("tile {tile}, depth {depth} ({} invocations)", variant.workgroup_size());
+        let runner = KernelRunner::with_matmul_variant(variant).expect("the variant compiles");
+        matmul_forward_parity(&runner, &shapes);
+        matmul_backward_input_parity(&runner, &shapes);
+        matmul_backward_weights_parity(&runner, &shapes);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::context::GpuContext;
 use super::kernels::gather::{GatherBindings, GatherParams};
-use super::kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams};
+use super::kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams, MatmulVariant};
 use super::kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
 use super::kernels::sgd_update::{SgdUpdateBindings, SgdUpdateParams};
 use super::kernels::{params_buffer, BatchBinding, BatchTable, Kernels};
@@ -38,8 +38,13 @@ pub struct OutputLossResult {
 
 impl KernelRunner {
     pub fn new() -> Result<KernelRunner, GpuError> {
+        KernelRunner::with_matmul_variant(MatmulVariant::TILED_64)
+    }
+
+    /// A runner whose matmuls are computed by `variant`.
+    pub fn with_matmul_variant(variant: MatmulVariant) -> Result<KernelRunner, GpuError> {
         let ctx = GpuContext::new()?;
-        let kernels = Kernels::new(&ctx)?;
+        let kernels = Kernels::with_matmul_variant(&ctx, variant)?;
         Ok(KernelRunner {
             ctx,
             kernels,

@@ -508,10 +508,15 @@ impl Kernels {
     /// Compiles every shader and builds its pipelines; a compile or validation error names the
     /// kernel.
     pub fn new(ctx: &GpuContext) -> Result<Kernels, GpuError> {
+        Kernels::with_matmul_variant(ctx, MatmulVariant::TILED_64)
+    }
+
+    /// [`Kernels::new`] with the matmuls computed by `variant`.
+    pub fn with_matmul_variant(ctx: &GpuContext, variant: MatmulVariant) -> Result<Kernels, GpuError> {
         let batch_layout = batch_layout(ctx);
         Ok(Kernels {
             gather: Gather::new(ctx, &batch_layout)?,
-            matmul: Matmul::new(ctx, &batch_layout, MatmulVariant::TILED_64)?,
+            matmul: Matmul::new(ctx, &batch_layout, variant)?,
             output_loss: OutputLoss::new(ctx, &batch_layout)?,
             sgd_update: SgdUpdate::new(ctx, &batch_layout)?,
             batch_layout,

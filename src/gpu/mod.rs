@@ -93,8 +93,8 @@ impl GpuBackend {
         let metrics = MetricsBuffers::new(&ctx, plan.entries.len())?;
         let layers = LayerGroups::every_layer(&ctx, &kernels, &spec, &parameters, &activations)?;
         let update = UpdateStep::new(&ctx, &kernels, &parameters, &layout, work.l2)?;
-        let ends = BatchEnds::new(&ctx, &spec, &activations, &metrics)?;
-        let splits = Splits::new(&ctx, &kernels, &ends, &work, &plan)?;
+        let shared = SplitShared::new(&ctx, &spec, &activations, &metrics)?;
+        let splits = Splits::new(&ctx, &kernels, &shared, &work, &plan)?;
         ctx.wait("uploading the data and parameters")?;
         Ok(GpuBackend {
             kernels,
@@ -389,22 +389,22 @@ impl UpdateStep {
 
 /// What every split's first and last kernels (gather, output_loss) bind besides the split's own
 /// data: X, the logits, dZ_L, the metrics, and the network's output and loss.
-struct BatchEnds<'a> {
+struct SplitShared<'a> {
     spec: &'a NetworkSpec,
     gather_params: wgpu::Buffer,
     activations: &'a Activations,
     metrics: &'a MetricsBuffers,
 }
 
-impl<'a> BatchEnds<'a> {
+impl<'a> SplitShared<'a> {
     fn new(
         ctx: &GpuContext,
         spec: &'a NetworkSpec,
         activations: &'a Activations,
         metrics: &'a MetricsBuffers,
-    ) -> Result<BatchEnds<'a>, GpuError> {
+    ) -> Result<SplitShared<'a>, GpuError> {
         let gather_params = params_buffer(ctx, "gather params", &GatherParams::new(spec.widths[0]))?;
-        Ok(BatchEnds {
+        Ok(SplitShared {
             spec,
             gather_params,
             activations,
@@ -428,7 +428,7 @@ impl SplitBuffers {
     fn new(
         ctx: &GpuContext,
         kernels: &Kernels,
-        ends: &BatchEnds,
+        shared: &SplitShared,
         part: Part,
         data: &Dataset,
         plan: SplitPlan,
@@ -440,21 +440,21 @@ impl SplitBuffers {
         let labels = ctx.storage_with(&format!("{name} labels"), &pack_bytes(&data.labels), U::empty())?;
         let identity: Vec<u32> = (0..data.len() as u32).collect();
         let order = ctx.storage_with(&format!("{name} order"), &identity, U::empty())?;
-        let classes = *ends.spec.widths.last().expect("at least two widths");
-        let output_params = OutputLossParams::new(classes, ends.spec.output, ends.spec.loss, with_grad);
+        let classes = *shared.spec.widths.last().expect("at least two widths");
+        let output_params = OutputLossParams::new(classes, shared.spec.output, shared.spec.loss, with_grad);
         let output_params = params_buffer(ctx, &format!("{name} output_loss params"), &output_params)?;
         let gather = GatherBindings {
             images: &images,
             order: &order,
-            x: &ends.activations.a[0],
-            params: &ends.gather_params,
+            x: &shared.activations.a[0],
+            params: &shared.gather_params,
         };
         let output = OutputLossBindings {
-            logits: ends.activations.logits(),
+            logits: shared.activations.logits(),
             labels: &labels,
             order: &order,
-            dz: ends.activations.logits_gradient(),
-            metrics: &ends.metrics.buffer,
+            dz: shared.activations.logits_gradient(),
+            metrics: &shared.metrics.buffer,
             params: &output_params,
         };
         Ok(SplitBuffers {
@@ -477,18 +477,18 @@ impl Splits {
     fn new(
         ctx: &GpuContext,
         kernels: &Kernels,
-        ends: &BatchEnds,
+        shared: &SplitShared,
         work: &Workload,
         plan: &BatchPlan,
     ) -> Result<Splits, GpuError> {
         let held_out = |split: Split, data: Option<&Dataset>, plan: Option<SplitPlan>| match (data, plan) {
             (Some(data), Some(plan)) => {
-                SplitBuffers::new(ctx, kernels, ends, Part::HeldOut(split), data, plan).map(Some)
+                SplitBuffers::new(ctx, kernels, shared, Part::HeldOut(split), data, plan).map(Some)
             }
             _ => Ok(None),
         };
         Ok(Splits {
-            train: SplitBuffers::new(ctx, kernels, ends, Part::Training, work.train, plan.train)?,
+            train: SplitBuffers::new(ctx, kernels, shared, Part::Training, work.train, plan.train)?,
             validation: held_out(Split::Validation, work.validation, plan.validation)?,
             test: held_out(Split::Test, work.test, plan.test)?,
         })

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{gzip, idx_images, idx_labels, BIN, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use common::{digit_labels, gzip, idx_images, idx_labels, BIN, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -85,9 +85,8 @@ fn succeeds(args: &[&str]) -> String {
 // --- A small synthetic MNIST in a temporary folder -------------------------------------------
 
 /// An IDX label file: header for `count` labels, then `labels` labels 0, 1, … 9, 0, …
-fn digit_labels(count: u32, labels: usize) -> Vec<u8> {
-    let digits: Vec<u8> = (0..labels).map(|i| (i % 10) as u8).collect();
-    idx_labels(count, &digits)
+fn digit_label_file(count: u32, labels: usize) -> Vec<u8> {
+    idx_labels(count, &digit_labels(labels))
 }
 
 /// The four files of a valid small data set (name, raw contents).
@@ -95,9 +94,9 @@ fn good_files() -> [(&'static str, Vec<u8>); 4] {
     let (train, test) = (SYNTHETIC_TRAIN, SYNTHETIC_TEST);
     [
         (TRAIN_IMAGES, idx_images(train, 28, 28, train as usize * PIXELS)),
-        (TRAIN_LABELS, digit_labels(train, train as usize)),
+        (TRAIN_LABELS, digit_label_file(train, train as usize)),
         (TEST_IMAGES, idx_images(test, 28, 28, test as usize * PIXELS)),
-        (TEST_LABELS, digit_labels(test, test as usize)),
+        (TEST_LABELS, digit_label_file(test, test as usize)),
     ]
 }
 
@@ -192,7 +191,7 @@ fn fewer_labels_than_images() {
     let n = SYNTHETIC_TRAIN - 1;
     let dir = data_dir_with(
         TRAIN_LABELS,
-        Some((format!("{TRAIN_LABELS}.gz"), gzip(&digit_labels(n, n as usize)))),
+        Some((format!("{TRAIN_LABELS}.gz"), gzip(&digit_label_file(n, n as usize)))),
     );
     let stderr = data_fault(dir.path(), TRAIN_LABELS, &["60 images", "59 labels"]);
     assert!(stderr.contains(TRAIN_IMAGES), "{stderr}");
@@ -201,7 +200,7 @@ fn fewer_labels_than_images() {
 #[test]
 fn gz_file_that_is_not_gzip() {
     // A raw (valid) IDX file under a .gz name.
-    let bytes = digit_labels(SYNTHETIC_TEST, SYNTHETIC_TEST as usize);
+    let bytes = digit_label_file(SYNTHETIC_TEST, SYNTHETIC_TEST as usize);
     let dir = data_dir_with(TEST_LABELS, Some((format!("{TEST_LABELS}.gz"), bytes)));
     data_fault(dir.path(), TEST_LABELS, &["not gzip"]);
 }

@@ -11,6 +11,9 @@
 //! The seed is fixed; `GPU_MLP_FUZZ_CASES=N` runs N cases instead of the CI's 1500, e.g.
 //! `GPU_MLP_FUZZ_CASES=20000 cargo test --release --test fuzz_cli` for a longer run.
 
+mod common;
+
+use common::{digit_labels, idx_images, idx_labels, BIN, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::io::Read;
@@ -182,24 +185,12 @@ fn argv(bench: bool) -> impl Strategy<Value = Vec<String>> {
 
 /// A tiny MNIST-format data set (300 training, 10 test examples), so a run takes milliseconds.
 fn tiny_data(dir: &Path) {
-    let images = |count: u32| {
-        let mut bytes = vec![0, 0, 8, 3];
-        for field in [count, 28, 28] {
-            bytes.extend(field.to_be_bytes());
-        }
-        bytes.extend((0..count as usize * 784).map(|i| (i * 37 % 251) as u8));
-        bytes
-    };
-    let labels = |count: u32| {
-        let mut bytes = vec![0, 0, 8, 1];
-        bytes.extend(count.to_be_bytes());
-        bytes.extend((0..count).map(|i| (i % 10) as u8));
-        bytes
-    };
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images(300)).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels(300)).unwrap();
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images(10)).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels(10)).unwrap();
+    let images = |count: u32| idx_images(count, 28, 28, count as usize * 784);
+    let labels = |count: u32| idx_labels(count, &digit_labels(count as usize));
+    std::fs::write(dir.join(TRAIN_IMAGES), images(300)).unwrap();
+    std::fs::write(dir.join(TRAIN_LABELS), labels(300)).unwrap();
+    std::fs::write(dir.join(TEST_IMAGES), images(10)).unwrap();
+    std::fs::write(dir.join(TEST_LABELS), labels(10)).unwrap();
 }
 
 /// CPU seconds (user + system) process `pid` has used, from /proc/PID/stat.
@@ -222,7 +213,7 @@ fn check_run(args: &[String], data: &Path) -> Result<(), TestCaseError> {
     command
         .arg(format!("--as={ADDRESS_SPACE}"))
         .arg("--")
-        .arg(env!("CARGO_BIN_EXE_gpu-mlp"))
+        .arg(BIN)
         .args(args);
     let xor = args.windows(2).any(|w| w[0] == "--dataset" && w[1] == "xor");
     if !xor {

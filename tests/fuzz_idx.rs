@@ -7,39 +7,21 @@
 //! a load that tried to allocate a corrupt header's claim would fail the test by aborting.
 //! The seed is fixed; `GPU_MLP_FUZZ_CASES=N` runs N cases instead of the CI's 3000.
 
-use flate2::write::GzEncoder;
+mod common;
+
+use common::{digit_labels, gzip, idx_images, idx_labels, MNIST_FILES};
 use gpu_mlp::data::load_mnist;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use std::io::Write;
 
-const NAMES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
-
+/// A valid IDX image file of `count` 28×28 images.
 fn images(count: u32) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 8, 3];
-    for field in [count, 28, 28] {
-        bytes.extend(field.to_be_bytes());
-    }
-    bytes.extend((0..count as usize * 784).map(|i| (i * 31 % 256) as u8));
-    bytes
+    idx_images(count, 28, 28, count as usize * 784)
 }
 
+/// A valid IDX label file of `count` labels.
 fn labels(count: u32) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 8, 1];
-    bytes.extend(count.to_be_bytes());
-    bytes.extend((0..count).map(|i| (i % 10) as u8));
-    bytes
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
+    idx_labels(count, &digit_labels(count as usize))
 }
 
 /// One change to a file's bytes, before or after compressing it.
@@ -150,7 +132,7 @@ fn mutated_mnist_files_never_crash_the_loader() {
     runner
         .run(&strategy, |(file, first, gzipped, second)| {
             let dir = tempfile::tempdir().unwrap();
-            for (i, name) in NAMES.iter().enumerate() {
+            for (i, name) in MNIST_FILES.iter().enumerate() {
                 let mut bytes = if gzipped {
                     gzip(&originals[i])
                 } else {

@@ -34,11 +34,10 @@
 
 mod common;
 
-use common::{activations, losses, nonzero, outputs, rng, spec};
+use common::{activations, losses, nonzero, outputs, random_dataset, rng, spec};
 use gpu_mlp::cpu::loss_and_gradient;
 use gpu_mlp::data::Dataset;
 use gpu_mlp::network::{Activation, NetworkSpec};
-use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 const WIDTHS: [usize; 4] = [5, 4, 3, 3];
@@ -70,13 +69,7 @@ fn name(spec: &NetworkSpec) -> String {
 
 /// A data set of `len` examples with random non-zero pixels and random labels.
 fn dataset(rng: &mut ChaCha8Rng, len: usize) -> Dataset {
-    let (features, classes) = (WIDTHS[0], *WIDTHS.last().unwrap());
-    Dataset {
-        images: (0..len * features).map(|_| rng.random_range(1..=255u8)).collect(),
-        labels: (0..len).map(|_| rng.random_range(0..classes as u8)).collect(),
-        features,
-        classes,
-    }
+    random_dataset(rng, len, WIDTHS[0], WIDTHS[WIDTHS.len() - 1])
 }
 
 /// U(-1, 1), none closer to 0 than PARAMETER_MARGIN.

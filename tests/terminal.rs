@@ -7,11 +7,13 @@
 //! tmux must be installed (`apt-get install tmux`; .ci/run installs it): without it these
 //! tests fail, saying so, rather than pass without looking.
 
+mod common;
+
+use common::BIN;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
 /// How long a screen may take to show what a test waits for (the whole suite shares 2 cores).
 const PATIENCE: Duration = Duration::from_secs(180);
 

@@ -2,14 +2,17 @@
 //! momentum's two conventions, dropout (its gradient with the mask fixed, its masks, evaluation
 //! without it), standardised inputs, and the flags' errors.
 
+mod common;
+
+use common::{random_dataset, rng, BIN};
 use gpu_mlp::backend::{Backend, Split, Workload};
 use gpu_mlp::cpu::ops;
 use gpu_mlp::cpu::{loss_and_gradient, loss_and_gradient_with, CpuBackend};
-use gpu_mlp::data::{Dataset, Standardization};
+use gpu_mlp::data::Standardization;
 use gpu_mlp::dropout::Dropout;
 use gpu_mlp::network::{Activation, Loss, NetworkSpec, Output};
 use gpu_mlp::optim::{Optimizer, OptimizerKind, StepConstants};
-use rand::{RngExt, SeedableRng};
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::process::Command;
 
@@ -121,20 +124,6 @@ fn adamw_decays_weights_apart_from_the_gradient() {
 
 // --- Momentum's two conventions ----------------------------------------------------------------
 
-fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// Random non-zero pixels and random labels.
-fn dataset(rng: &mut ChaCha8Rng, len: usize, features: usize, classes: usize) -> Dataset {
-    Dataset {
-        images: (0..len * features).map(|_| rng.random_range(1..=255u8)).collect(),
-        labels: (0..len).map(|_| rng.random_range(0..classes as u8)).collect(),
-        features,
-        classes,
-    }
-}
-
 fn spec(widths: &[usize], activation: Activation) -> NetworkSpec {
     NetworkSpec {
         widths: widths.to_vec(),
@@ -154,7 +143,7 @@ fn random_params(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
 #[test]
 fn momentum_lr_maps_to_pytorchs_convention() {
     let mut r = rng(3);
-    let data = dataset(&mut r, 40, 6, 3);
+    let data = random_dataset(&mut r, 40, 6, 3);
     let spec = spec(&[6, 8, 3], Activation::Tanh);
     let initial = random_params(&mut r, spec.layout().total);
     let (beta, lr) = (0.9f32, 0.5f32);
@@ -217,7 +206,7 @@ fn dropout_gradient_matches_central_differences() {
     };
     for activation in [Activation::Sigmoid, Activation::Tanh] {
         let mut r = rng(5);
-        let data = dataset(&mut r, 8, 5, 3);
+        let data = random_dataset(&mut r, 8, 5, 3);
         let spec = spec(&[5, 6, 4, 3], activation);
         let params: Vec<f32> = (0..spec.layout().total).map(|_| r.random_range(-1.0..1.0)).collect();
         let index: Vec<u32> = (0..8).collect();
@@ -276,7 +265,7 @@ fn dropout_gradient_matches_central_differences() {
 #[test]
 fn dropout_is_a_function_of_the_seed_and_step() {
     let mut r = rng(9);
-    let data = dataset(&mut r, 16, 10, 4);
+    let data = random_dataset(&mut r, 16, 10, 4);
     let spec = spec(&[10, 32, 4], Activation::Relu);
     let params = random_params(&mut r, spec.layout().total);
     let index: Vec<u32> = (0..16).collect();
@@ -298,8 +287,8 @@ fn dropout_is_a_function_of_the_seed_and_step() {
 #[test]
 fn evaluation_keeps_every_unit() {
     let mut r = rng(4);
-    let train = dataset(&mut r, 50, 12, 5);
-    let test = dataset(&mut r, 30, 12, 5);
+    let train = random_dataset(&mut r, 50, 12, 5);
+    let test = random_dataset(&mut r, 30, 12, 5);
     let spec = spec(&[12, 20, 5], Activation::Relu);
     let params = random_params(&mut r, spec.layout().total);
     let evaluate = |dropout: Dropout| {
@@ -328,7 +317,7 @@ fn evaluation_keeps_every_unit() {
 #[test]
 fn threads_drop_the_same_units() {
     let mut r = rng(8);
-    let train = dataset(&mut r, 128, 16, 4);
+    let train = random_dataset(&mut r, 128, 16, 4);
     let spec = spec(&[16, 24, 24, 4], Activation::Relu);
     let params = random_params(&mut r, spec.layout().total);
     let work = Workload {
@@ -362,7 +351,7 @@ fn threads_drop_the_same_units() {
 #[test]
 fn standardization_uses_each_pixels_mean_and_deviation_with_a_floor() {
     let mut r = rng(2);
-    let mut data = dataset(&mut r, 200, 6, 2);
+    let mut data = random_dataset(&mut r, 200, 6, 2);
     // Pixel 5 constant: its deviation is 0, floored.
     for image in data.images.chunks_exact_mut(6) {
         image[5] = 40;
@@ -399,7 +388,7 @@ fn standardization_uses_each_pixels_mean_and_deviation_with_a_floor() {
 // --- Flags -------------------------------------------------------------------------------------
 
 fn fails_with(args: &[&str], needles: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-mlp"))
+    let out = Command::new(BIN)
         .args(["--device", "cpu", "--train-examples", "200", "--test-examples", "50"])
         .args(args)
         .output()
@@ -467,7 +456,7 @@ fn impossible_toolbox_settings_are_one_sentence_errors() {
 /// The schedule reaches the report: a warm-up then a cosine, per epoch's first step.
 #[test]
 fn schedules_show_in_the_reported_lr() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-mlp"))
+    let out = Command::new(BIN)
         .args([
             "--device",
             "cpu",

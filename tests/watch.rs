@@ -3,6 +3,9 @@
 //! completions, and no stray lines on stderr — no warning from Mesa whatever XDG_RUNTIME_DIR
 //! holds, no log lines unless asked for, no bar when stderr is not a terminal.
 
+mod common;
+
+use common::{mnist_dir, BIN};
 use gpu_mlp::plot::{RUN_COLOURS, SIZE, TEST_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -10,14 +13,13 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
-
 /// The binary on a small MNIST run: `args` added to a data folder and quick-run sizes.
 fn gpu_mlp(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command
-        .args(["--data-dir", DATA, "--train-examples", "300", "--test-examples", "100"])
+        .arg("--data-dir")
+        .arg(mnist_dir())
+        .args(["--train-examples", "300", "--test-examples", "100"])
         .args(args);
     command
 }

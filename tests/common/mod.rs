@@ -8,7 +8,7 @@
 use clap::ValueEnum;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use gpu_mlp::data::{load_mnist, Mnist};
+use gpu_mlp::data::{load_mnist, Dataset, Mnist};
 use gpu_mlp::network::{Activation, Init, Loss, NetworkSpec, Output};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -101,6 +101,16 @@ pub fn signed_vec(rng: &mut ChaCha8Rng, len: usize, min: f32, max: f32) -> Vec<f
             }
         })
         .collect()
+}
+
+/// `len` examples of `features` random pixels in 1..=255 (none zero) with random labels.
+pub fn random_dataset(rng: &mut ChaCha8Rng, len: usize, features: usize, classes: usize) -> Dataset {
+    Dataset {
+        images: (0..len * features).map(|_| rng.random_range(1..=255u8)).collect(),
+        labels: (0..len).map(|_| rng.random_range(0..classes as u8)).collect(),
+        features,
+        classes,
+    }
 }
 
 /// An output buffer before the op runs: NaN everywhere, so an element it fails to write fails
@@ -263,6 +273,11 @@ pub fn idx_labels(count: u32, labels: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(&count.to_be_bytes());
     bytes.extend_from_slice(labels);
     bytes
+}
+
+/// Labels 0, 1, … 9, 0, 1, …: `count` of them.
+pub fn digit_labels(count: usize) -> Vec<u8> {
+    (0..count).map(|i| (i % 10) as u8).collect()
 }
 
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{digit_labels, gzip, idx_images, idx_labels, BIN, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use common::{
+    digit_labels, gzip, idx_images, idx_labels, json_objects, BIN, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -337,17 +339,6 @@ fn divergence_stops_with_the_epoch_and_batch() {
 
 // --- Output -----------------------------------------------------------------------------------
 
-/// Parses every stdout line as one JSON object: there must be nothing else.
-fn json_epochs(stdout: &str) -> Vec<serde_json::Map<String, Value>> {
-    stdout
-        .lines()
-        .map(|line| match serde_json::from_str(line) {
-            Ok(Value::Object(object)) => object,
-            other => panic!("stdout line is not a JSON object ({other:?}): {line}"),
-        })
-        .collect()
-}
-
 fn number(epoch: &serde_json::Map<String, Value>, key: &str) -> f64 {
     epoch
         .get(key)
@@ -380,7 +371,7 @@ fn json_has_one_object_per_epoch_with_the_schedule() {
         "--lr-decay-every",
         "2",
     ];
-    let epochs = json_epochs(&succeeds(&args));
+    let epochs = json_objects(&succeeds(&args));
     assert_eq!(epochs.len(), 4);
     for (i, epoch) in epochs.iter().enumerate() {
         assert_eq!(epoch["epoch"], i as u64 + 1);
@@ -411,7 +402,7 @@ fn json_validation_is_null_without_validation() {
         "--epochs",
         "2",
     ];
-    let epochs = json_epochs(&succeeds(&args));
+    let epochs = json_objects(&succeeds(&args));
     assert_eq!(epochs.len(), 2);
     for epoch in &epochs {
         assert_eq!(epoch.get("validation_accuracy"), Some(&Value::Null), "{epoch:?}");

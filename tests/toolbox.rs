@@ -124,13 +124,9 @@ fn adamw_decays_weights_apart_from_the_gradient() {
 
 // --- Momentum's two conventions ----------------------------------------------------------------
 
+/// A softmax, cross-entropy network.
 fn spec(widths: &[usize], activation: Activation) -> NetworkSpec {
-    NetworkSpec {
-        widths: widths.to_vec(),
-        activation,
-        output: Output::Softmax,
-        loss: Loss::Ce,
-    }
+    common::spec(widths, activation, Output::Softmax, Loss::Ce)
 }
 
 fn random_params(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{mnist_dir, BIN};
+use common::{json_objects, mnist_dir, BIN};
 use gpu_mlp::plot::{RUN_COLOURS, SIZE, TEST_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -106,16 +106,6 @@ fn fails(mut command: Command) -> String {
     stderr
 }
 
-/// The objects `--json` printed, one per line.
-fn json_lines(text: &str) -> Vec<serde_json::Map<String, Value>> {
-    text.lines()
-        .map(|line| match serde_json::from_str(line) {
-            Ok(Value::Object(object)) => object,
-            other => panic!("not a JSON object: {line:?} ({other:?})"),
-        })
-        .collect()
-}
-
 /// A small CPU run of three epochs with a validation split, printing `--json` too.
 fn three_epochs(extra: &[&str]) -> Command {
     let mut args = vec!["--device", "cpu", "--epochs", "3", "--validation", "100", "--json"];
@@ -133,7 +123,7 @@ fn a_json_lines_metrics_file_holds_the_json_objects() {
     assert_eq!(stderr_of(&out), "", "a run with stderr piped prints nothing there");
     let written = std::fs::read_to_string(&file).unwrap();
     assert_eq!(written, stdout_of(&out), "the file holds what --json printed");
-    let rows = json_lines(&written);
+    let rows = json_objects(&written);
     assert_eq!(rows.len(), 3);
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["epoch"], i + 1);
@@ -149,7 +139,7 @@ fn a_csv_metrics_file_has_the_json_keys_and_one_row_per_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("run.csv");
     let out = run(three_epochs(&["--metrics-out", file.to_str().unwrap()]));
-    let printed = json_lines(&stdout_of(&out));
+    let printed = json_objects(&stdout_of(&out));
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1 + 3, "a header and one row per epoch:\n{text}");
@@ -208,7 +198,7 @@ fn a_killed_run_keeps_the_epochs_it_finished() {
     child.wait().unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.ends_with('\n'), "the last line is whole");
-    let rows = json_lines(&text);
+    let rows = json_objects(&text);
     assert!(rows.len() >= 2);
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["epoch"], i + 1);
@@ -233,7 +223,7 @@ fn plot_draws_the_curves_to_a_png() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("run.png");
     let out = run(three_epochs(&["--plot", png.to_str().unwrap()]));
-    assert_eq!(json_lines(&stdout_of(&out)).len(), 3, "--json prints only the epochs");
+    assert_eq!(json_objects(&stdout_of(&out)).len(), 3, "--json prints only the epochs");
     let image = open_png(&png);
     assert_eq!(image.dimensions(), SIZE);
     let white = pixels_of(&image, plotters::style::RGBColor(255, 255, 255));

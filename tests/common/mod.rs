@@ -245,6 +245,17 @@ pub fn assert_close<W: Copy + Into<f64>>(what: &str, got: &[f32], want: &[W], ab
     max_error
 }
 
+/// Every line of `text` as one JSON object (what `--json` and a JSON-lines metrics file hold):
+/// anything else fails the test.
+pub fn json_objects(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    text.lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(object)) => object,
+            other => panic!("not a JSON object: {line:?} ({other:?})"),
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // IDX files
 // ---------------------------------------------------------------------------------------------

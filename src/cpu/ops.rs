@@ -349,7 +349,8 @@ pub fn rmsprop_update(
 }
 
 /// Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
-/// `θ ← θ − lr·(m/c₁) / (√(v/c₂) + ε)` with c = `k.bias1`, `k.bias2`. Chunks as [`sgd_update`].
+/// `θ ← θ − lr·(m/c₁) / (√(v/c₂) + ε)` with c = `k.bias1`, `k.bias2`; g includes `k.l2`·θ for
+/// weights. Chunks as [`sgd_update`].
 pub fn adam_update(
     params: &mut [f32],
     grads: &[f32],
@@ -358,19 +359,12 @@ pub fn adam_update(
     k: &UpdateConstants,
     first_index: usize,
 ) {
-    let weights = weights_then_biases(params.len(), k.weight_count as usize, first_index);
-    let moments = m.iter_mut().zip(v.iter_mut());
-    for (i, ((p, &g), (m, v))) in params.iter_mut().zip(grads).zip(moments).enumerate() {
-        let g = with_l2(g, *p, k.l2, i < weights);
-        *m = k.beta1 * *m + (1.0 - k.beta1) * g;
-        *v = k.beta2 * *v + (1.0 - k.beta2) * g * g;
-        *p -= k.lr * (*m / k.bias1) / ((*v / k.bias2).sqrt() + k.eps);
-    }
+    adam_step(params, grads, m, v, k, first_index);
 }
 
-/// AdamW: the Adam step on the plain gradient, and the weights (not the biases) decayed apart
-/// from it: `θ ← θ − lr·wd·θ − lr·m̂/(√v̂ + ε)`, the decay taken on θ before this step.
-/// Chunks as [`sgd_update`].
+/// AdamW: the Adam step on the plain gradient (`k.l2` is 0), and the weights (not the biases)
+/// decayed apart from it: `θ ← θ − lr·(m̂/(√v̂ + ε) + wd·θ)`, the decay taken on θ before this
+/// step. Chunks as [`sgd_update`].
 pub fn adamw_update(
     params: &mut [f32],
     grads: &[f32],
@@ -379,10 +373,18 @@ pub fn adamw_update(
     k: &UpdateConstants,
     first_index: usize,
 ) {
+    adam_step(params, grads, m, v, k, first_index);
+}
+
+/// One step of Adam or AdamW: the constants say which (Adam: `l2` in the gradient and no
+/// `weight_decay`; AdamW: the other way round).
+fn adam_step(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], k: &UpdateConstants, first_index: usize) {
     let weights = weights_then_biases(params.len(), k.weight_count as usize, first_index);
     let moments = m.iter_mut().zip(v.iter_mut());
     for (i, ((p, &g), (m, v))) in params.iter_mut().zip(grads).zip(moments).enumerate() {
-        let decay = if i < weights { k.weight_decay * *p } else { 0.0 };
+        let is_weight = i < weights;
+        let g = with_l2(g, *p, k.l2, is_weight);
+        let decay = if is_weight { k.weight_decay * *p } else { 0.0 };
         *m = k.beta1 * *m + (1.0 - k.beta1) * g;
         *v = k.beta2 * *v + (1.0 - k.beta2) * g * g;
         *p -= k.lr * ((*m / k.bias1) / ((*v / k.bias2).sqrt() + k.eps) + decay);

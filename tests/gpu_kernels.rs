@@ -190,7 +190,10 @@ fn gather_batch_matches_cpu() {
         // with the reciprocal, as NVIDIA's driver does, 1 ulp from the CPU's exact p / 255.)
         let last = images[examples * features - 1] as f32 / 255.0;
         let got = gpu[features - 1];
-        assert!((got - last).abs() <= last * f32::EPSILON, "features {features}: {got} vs {last}");
+        assert!(
+            (got - last).abs() <= last * f32::EPSILON,
+            "features {features}: {got} vs {last}"
+        );
     }
     // Batches larger than one workgroup, from a bigger set: every example once, reversed.
     let (examples, features) = (300, 7);

@@ -190,7 +190,9 @@ pub fn open_device(device: DeviceChoice) -> Result<OpenDevice> {
 pub fn check_fits(device: &OpenDevice, work: &Workload, widths: WidthsFlag, threads: usize) -> Result<()> {
     let footprint = match device {
         OpenDevice::Cpu => Footprint::cpu(work, widths, threads, work.optimizer.state_buffers())?,
-        OpenDevice::Gpu(ctx) if ctx.kind == AdapterKind::Software => Footprint::gpu(work, widths, work.optimizer.state_buffers())?,
+        OpenDevice::Gpu(ctx) if ctx.kind == AdapterKind::Software => {
+            Footprint::gpu(work, widths, work.optimizer.state_buffers())?
+        }
         OpenDevice::Gpu(_) => return Ok(()),
     };
     Ok(footprint.check(Memory::available())?)

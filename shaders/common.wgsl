@@ -8,6 +8,10 @@
 // not a uniform one: software drivers (lavapipe) specialise and recompile a shader for each new
 // value of a uniform that steers its control flow, which here would mean once per batch.
 
+// Group 1, bound for every dispatch: the batch's entry of the batch table (at a dynamic offset),
+// and the run table (the run's dropout, then the epoch's step table). Two storage buffers, so
+// that every kernel stays within WebGPU's default of 8 per shader stage.
+
 // `BatchEntry` in src/gpu/kernels/mod.rs.
 struct Batch {
     // First position of the batch in the split's example order.
@@ -16,10 +20,109 @@ struct Batch {
     rows: u32,
     // Where this batch's loss and correct count go in the metrics buffer.
     metrics_slot: u32,
-    _pad: u32,
+    // A training batch's row of the step table.
+    step: u32,
+    // 1 for a training batch (its dropout masks apply), 0 for an evaluation chunk (never drops).
+    training: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+// `StepConstants` in src/optim.rs: one per training batch of the epoch.
+struct Step {
+    lr: f32,
+    // 1 − β₁ᵗ, 1 − β₂ᵗ: Adam's bias corrections.
+    bias1: f32,
+    bias2: f32,
+    // t − 1: the step counter the dropout masks hash.
+    step: u32,
+}
+
+// One dropout layer's mask parameters (`LayerDropout` in src/gpu/kernels/mod.rs; `Mask` in
+// src/dropout.rs).
+struct LayerDropout {
+    // A unit is dropped when its hash is below this: round(p · 2³²).
+    threshold: u32,
+    // 1/(1−p), the factor of a kept unit; keep = 1/scale, as the CPU computes it.
+    scale: f32,
+    keep: f32,
+    // 1 when the layer drops anything (p > 0).
+    drops: u32,
+}
+
+// `DropoutParams` in src/gpu/kernels/mod.rs.
+struct DropoutParams {
+    // dropout::seed_key(seed): the run's seed, folded into every mask's key.
+    seed_key: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+    // Dropout layer 0 (the pixels), and every hidden layer's output (layers 1, 2, …).
+    input: LayerDropout,
+    hidden: LayerDropout,
+}
+
+// The run table (`RunTable` in src/gpu/kernels/mod.rs): what a training batch reads beyond its
+// entry. The dropout is the run's; the steps are rewritten at the start of each epoch, beside
+// the permutation.
+struct RunTable {
+    dropout: DropoutParams,
+    steps: array<Step>,
 }
 
 @group(1) @binding(0) var<storage, read> batch: Batch;
+@group(1) @binding(1) var<storage, read> run: RunTable;
+
+// This training batch's row of the step table.
+fn this_step() -> Step {
+    return run.steps[batch.step];
+}
+
+// Chris Wellons' lowbias32: the same integer function as dropout::lowbias32 in src/dropout.rs,
+// so the CPU and the GPU drop exactly the same units.
+fn lowbias32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// dropout::mask_key: the key of dropout layer `layer`'s mask at step `step`.
+fn dropout_key(step: u32, layer: u32) -> u32 {
+    return lowbias32(layer ^ lowbias32(step ^ run.dropout.seed_key));
+}
+
+// Mask::keeps: whether unit `unit` of row `row` (of a layer of `units` units) is kept. The index
+// wraps at 2³² as the CPU's `as u32` does.
+fn dropout_keeps(key: u32, threshold: u32, row: u32, units: u32, unit: u32) -> bool {
+    return lowbias32(key ^ lowbias32(row * units + unit)) >= threshold;
+}
+
+// Dropout layer `layer`'s parameters: 0 is the input, l ≥ 1 hidden layer l's output.
+fn layer_dropout(layer: u32) -> LayerDropout {
+    if layer == 0u {
+        return run.dropout.input;
+    }
+    return run.dropout.hidden;
+}
+
+// Whether this batch drops units of dropout layer `layer`: training batches only, and only
+// where p > 0 (the CPU applies no mask there either).
+fn drops_units(layer: u32) -> bool {
+    return batch.training != 0u && layer_dropout(layer).drops != 0u;
+}
+
+// Mask::factor of unit (row, unit) of dropout layer `layer` in this training batch: 1/(1−p)
+// when kept, 0 when dropped. Only where drops_units(layer).
+fn dropout_factor(layer: u32, row: u32, units: u32, unit: u32) -> f32 {
+    let d = layer_dropout(layer);
+    let key = dropout_key(this_step().step, layer);
+    return select(0.0, d.scale, dropout_keeps(key, d.threshold, row, units, unit));
+}
 
 // One byte of a u8 array stored packed, four to a u32 (little-endian).
 fn byte_at(words: u32, index: u32) -> u32 {

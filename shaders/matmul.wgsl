@@ -1,8 +1,10 @@
 // The three matmuls of a dense layer, each fused with what surrounds it:
 //   matmul_forward           out = f(left · W + b)                 twin of cpu::ops::matmul_forward
 //                                                                    then cpu::ops::activation_forward
+//                                                                    (and cpu::ops::dropout_forward)
 //   matmul_backward_input    out = (left · Wᵀ) ⊙ f'(right)         twin of cpu::ops::matmul_backward_input
 //                                                                    then cpu::ops::activation_backward
+//                                                                    (or dropout_activation_backward)
 //   matmul_backward_weights  out = [leftᵀ · right ; Σ_rows right]  twin of cpu::ops::matmul_backward_weights
 // with, for layer l (W: inputs × outputs, at weight_offset in the flat parameter buffer):
 //   forward:          left = A_{l-1} (rows × inputs),  out = A_l (rows × outputs)
@@ -25,7 +27,10 @@ struct MatmulParams {
     bias_offset: u32,
     // ACT_* code: forward applies it (ACT_NONE for the last layer); backward_input applies its derivative
     activation: u32,
-    _p0: u32,
+    // The dropout layer whose mask applies to forward's output (hidden layer l's output is
+    // dropout layer l) or to backward_input's `right`; 0 for none (layer 0, the input, is
+    // gather's).
+    dropout_layer: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -70,20 +75,37 @@ fn derivative(a: f32, code: u32) -> f32 {
 // the kernel outputs there; elements outside the output (a variant's tiles overhang its edges)
 // are not written.
 
-// matmul_forward: out[r, c] = f(sum + b[c]), out: rows × outputs.
+// matmul_forward: out[r, c] = f(sum + b[c]), out: rows × outputs; then, in a training batch of a
+// run with dropout, a hidden layer's output times its mask's factor (cpu::ops::dropout_forward).
 fn store_forward(r: u32, c: u32, sum: f32) {
     let n = params.outputs;
     if r < batch.rows && c < n {
         let z = sum + weights[params.bias_offset + c];
-        out[r * n + c] = activate(z, params.activation);
+        var a = activate(z, params.activation);
+        let layer = params.dropout_layer;
+        if layer != 0u && drops_units(layer) {
+            a *= dropout_factor(layer, r, n, c);
+        }
+        out[r * n + c] = a;
     }
 }
 
-// matmul_backward_input: out[r, c] = sum · f'(A_{l-1}[r, c]), out and right: rows × inputs.
+// matmul_backward_input: out[r, c] = sum · f'(A_{l-1}[r, c]), out and right: rows × inputs. Where
+// A_{l-1} was dropped (cpu::ops::dropout_activation_backward), right holds ã = a·mask/(1−p): the
+// derivative is taken at ã·(1−p) and times the factor for a kept unit, and a dropped unit passes
+// no gradient.
 fn store_backward_input(r: u32, c: u32, sum: f32) {
     let n = params.inputs;
     if r < batch.rows && c < n {
-        out[r * n + c] = sum * derivative(right[r * n + c], params.activation);
+        let a = right[r * n + c];
+        let layer = params.dropout_layer;
+        if layer != 0u && drops_units(layer) {
+            let factor = dropout_factor(layer, r, n, c);
+            let kept = sum * derivative(a * layer_dropout(layer).keep, params.activation) * factor;
+            out[r * n + c] = select(0.0, kept, factor != 0.0);
+        } else {
+            out[r * n + c] = sum * derivative(a, params.activation);
+        }
     }
 }
 

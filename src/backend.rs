@@ -203,6 +203,33 @@ impl OptimizerState {
             buffers: Vec::new(),
         }
     }
+
+    /// Checks that this is the state of `optimizer` for `total` parameters: its name, and its
+    /// buffers' names (in order) and lengths.
+    pub fn check_fits(&self, optimizer: &Optimizer, total: usize) -> Result<()> {
+        let names = optimizer.state_names();
+        let fits = self.name == optimizer.kind.to_string()
+            && self.buffers.len() == names.len()
+            && self
+                .buffers
+                .iter()
+                .zip(names)
+                .all(|((name, values), want)| name == want && values.len() == total);
+        if fits {
+            return Ok(());
+        }
+        Err(crate::error::ConfigError::OptimizerStateMismatch {
+            found: self.name.clone(),
+            buffers: self
+                .buffers
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            expected: optimizer.kind.to_string(),
+        }
+        .into())
+    }
 }
 
 /// A device that trains: the CPU reference or the GPU.
@@ -239,21 +266,10 @@ pub trait Backend {
     /// predict and the confusion matrix read. Empty when the workload has no such split. Not
     /// while an epoch is in progress.
     fn logits(&mut self, split: Split) -> Result<Vec<f32>>;
-    /// The optimiser's state, for a checkpoint.
-    fn optimizer_state(&mut self) -> Result<OptimizerState> {
-        Ok(OptimizerState::sgd())
-    }
-    /// Restores the optimiser's state from a checkpoint. Backends with plain SGD accept only
-    /// SGD's empty state.
-    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
-        if *state == OptimizerState::sgd() {
-            Ok(())
-        } else {
-            Err(crate::error::ConfigError::OptimizerState {
-                name: state.name.clone(),
-                buffers: state.buffers.len(),
-            }
-            .into())
-        }
-    }
+    /// The optimiser's state (its buffers, read back from the device, and the steps taken), for a
+    /// checkpoint.
+    fn optimizer_state(&mut self) -> Result<OptimizerState>;
+    /// Restores the optimiser's state from a checkpoint; refuses the state of another optimiser
+    /// or network ([`OptimizerState::check_fits`]).
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
 }

@@ -4,7 +4,7 @@
 //!
 //! Which units are dropped is not drawn from a random generator but read off a counter-based
 //! hash of (seed, step, layer, row, unit): the same integer function runs here and in WGSL
-//! (`dropout_keep` in `shaders/common.wgsl`), so the CPU and the GPU drop exactly the same
+//! (`dropout_keeps` in `shaders/common.wgsl`), so the CPU and the GPU drop exactly the same
 //! units, a step can be replayed (the backward pass recomputes the mask instead of storing it),
 //! and the same seed gives the same masks on every device.
 
@@ -56,9 +56,8 @@ pub struct Mask {
 
 impl Mask {
     pub fn new(seed: u64, step: u32, layer: u32, p: f32) -> Mask {
-        let key = lowbias32(layer ^ lowbias32(step ^ lowbias32((seed >> 32) as u32 ^ lowbias32(seed as u32))));
         Mask {
-            key,
+            key: mask_key(seed_key(seed), step, layer),
             threshold: (p as f64 * 4_294_967_296.0).round().min(u32::MAX as f64) as u32,
             scale: (1.0 / (1.0 - p as f64)) as f32,
         }
@@ -78,6 +77,17 @@ impl Mask {
             0.0
         }
     }
+}
+
+/// The run's seed folded into 32 bits: the part of every mask's key that stays the same all run
+/// (the GPU receives it once, in `DropoutParams`).
+pub fn seed_key(seed: u64) -> u32 {
+    lowbias32((seed >> 32) as u32 ^ lowbias32(seed as u32))
+}
+
+/// The key of dropout layer `layer`'s mask at step `step` (`dropout_key` in WGSL).
+pub fn mask_key(seed_key: u32, step: u32, layer: u32) -> u32 {
+    lowbias32(layer ^ lowbias32(step ^ seed_key))
 }
 
 /// A 32-bit integer hash with good avalanche (Chris Wellons' "lowbias32"), in WGSL too.

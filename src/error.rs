@@ -243,11 +243,6 @@ pub enum ConfigError {
     #[error("--confusion needs a test set: leave out --test-examples 0")]
     ConfusionWithoutTest,
     #[error(
-        "the checkpoint holds the state of optimizer '{name}' ({buffers} buffers), which this backend \
-         cannot restore: resume on --device cpu"
-    )]
-    OptimizerState { name: String, buffers: usize },
-    #[error(
         "the checkpoint's optimiser state is {found} ({buffers}), which does not fit --optimizer {expected}: \
          resume with the checkpoint's own optimiser"
     )]
@@ -288,8 +283,6 @@ pub enum GpuError {
         bytes: u64,
         message: String,
     },
-    #[error("the GPU backend does not run {0} yet: use --device cpu")]
-    Unsupported(String),
     #[error("GPU error while {context}: {message}")]
     Device { context: String, message: String },
     #[error("the GPU device was lost while {context}: {message}")]

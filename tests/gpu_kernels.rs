@@ -2,15 +2,21 @@
 //! [`KernelRunner`], on random non-zero inputs and awkward shapes (1, 7, 100, 101, 784 in every
 //! position: not only multiples of the 64-wide matmul tile). The runner fills every output
 //! buffer with NaN before the kernel runs, so an element a kernel forgets to write fails the
-//! comparison as NaN instead of passing as a stale right answer.
+//! comparison as NaN instead of passing as a stale right answer. The optimisers' updates, which
+//! work in place, are checked on inputs where every element must move; the dropout masks are
+//! checked to be the CPU's bit for bit.
 
 mod common;
 
-use common::{activations, check, losses, outputs, poisoned, rng, signed_vec, try_check};
+use clap::ValueEnum;
+use common::{activations, bits, check, losses, outputs, poisoned, random_dataset, rng, signed_vec, try_check};
 use gpu_mlp::cpu::ops;
+use gpu_mlp::data::Standardization;
+use gpu_mlp::dropout::Dropout;
 use gpu_mlp::gpu::kernels::matmul::MatmulVariant;
-use gpu_mlp::gpu::oneshot::KernelRunner;
+use gpu_mlp::gpu::oneshot::{KernelRunner, MaskAt, Updated};
 use gpu_mlp::network::{Activation, Loss, Output};
+use gpu_mlp::optim::{Optimizer, OptimizerKind, UpdateConstants};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -467,4 +473,306 @@ fn linear_kernels_cover_a_two_dimensional_grid() {
     let mut cpu = poisoned(examples * features);
     ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
     check_default(&format!("gather_batch {examples} × {features} (2-D grid)"), &gpu, &cpu);
+}
+
+// --- The optimisers' updates -------------------------------------------------------------------
+
+/// `kind`'s CPU op on a chunk of the flat buffers starting at global index `first`.
+fn cpu_update(
+    kind: OptimizerKind,
+    k: &UpdateConstants,
+    p: &mut [f32],
+    g: &[f32],
+    state: &mut [Vec<f32>],
+    first: usize,
+) {
+    let chunk = first..first + p.len();
+    let p = &mut p[..];
+    match (kind, state) {
+        (OptimizerKind::Sgd, []) => ops::sgd_update(p, g, k.lr, k.l2, k.weight_count as usize, first),
+        (OptimizerKind::Momentum, [v]) => ops::momentum_update(p, g, &mut v[chunk], k, first),
+        (OptimizerKind::Rmsprop, [s]) => ops::rmsprop_update(p, g, &mut s[chunk], k, first),
+        (OptimizerKind::Adam, [m, v]) => ops::adam_update(p, g, &mut m[chunk.clone()], &mut v[chunk], k, first),
+        (OptimizerKind::Adamw, [m, v]) => ops::adamw_update(p, g, &mut m[chunk.clone()], &mut v[chunk], k, first),
+        (kind, state) => panic!("{kind} with {} state buffers", state.len()),
+    }
+}
+
+/// Each update kernel against its CPU op, one step from random state: on lengths that are not
+/// multiples of the 256-wide workgroup, with the weights/biases boundary inside a workgroup and
+/// at either end; the CPU op run in three chunks, the middle one starting mid-buffer and crossing
+/// that boundary (as the CPU backend's parallel update cuts the buffers). The hyper-parameters
+/// are not the defaults (the kernel must read them), the step is t = 3 (the bias corrections are
+/// not 1), L2 is on for the weights. The updates work in place, so NaN poison cannot show an
+/// unwritten element; instead the inputs are drawn so that every parameter and every state value
+/// moves by more than its tolerance (|g| ≥ 0.1, state in [2, 3], so neither β·s + (1−β)·g nor the
+/// step can vanish), which the test checks on the CPU first: an element the kernel skips keeps
+/// its old value and fails. The runner's NaN guards after each buffer catch writes past its end.
+#[test]
+fn every_update_kernel_matches_its_cpu_op() {
+    let runner = runner();
+    let mut rng = rng(9);
+    for &kind in OptimizerKind::value_variants() {
+        let optimizer = Optimizer {
+            momentum: 0.5,
+            beta1: 0.5,
+            beta2: 0.5,
+            eps: 1e-3,
+            weight_decay: 0.5,
+            ..Optimizer::new(kind)
+        };
+        for (len, weight_count) in [(1000usize, 537usize), (257, 256), (1, 1), (3, 0), (100_001, 99_000)] {
+            let k = optimizer.update_constants(&optimizer.step_constants(0.1, 3), 0.05, weight_count);
+            let params = signed_vec(&mut rng, len, 0.5, 1.0);
+            let grads = signed_vec(&mut rng, len, 0.1, 1.0);
+            let state: Vec<Vec<f32>> = (0..optimizer.state_buffers())
+                .map(|_| (0..len).map(|_| rng.random_range(2.0..3.0)).collect())
+                .collect();
+            // The CPU in three chunks: [0, a), [a, b), [b, len) with a < weight_count < b.
+            let a = (weight_count / 3).min(len);
+            let b = (weight_count + (len - weight_count) / 2 + 1).min(len);
+            let (mut cpu, mut cpu_state) = (params.clone(), state.clone());
+            for (start, end) in [(0, a), (a, b), (b, len)] {
+                cpu_update(
+                    kind,
+                    &k,
+                    &mut cpu[start..end],
+                    &grads[start..end],
+                    &mut cpu_state,
+                    start,
+                );
+            }
+            let views: Vec<&[f32]> = state.iter().map(|s| &s[..]).collect();
+            let gpu: Updated = runner.update(kind, &params, &grads, &views, &k).unwrap();
+            let what = format!("{kind}_update len {len} weights {weight_count}");
+            let moved = |before: &[f32], after: &[f32]| {
+                before
+                    .iter()
+                    .zip(after)
+                    .all(|(&b, &a)| ((a - b).abs() as f64) > default_tolerance(a))
+            };
+            assert!(moved(&params, &cpu), "{what}: a parameter did not move");
+            let mut max = check_default(&format!("{what}: parameters"), &gpu.params, &cpu);
+            for (name, (got, (want, before))) in optimizer
+                .state_names()
+                .iter()
+                .zip(gpu.state.iter().zip(cpu_state.iter().zip(&state)))
+            {
+                assert!(moved(before, want), "{what}: a value of {name} did not move");
+                max = max.max(check_default(&format!("{what}: {name}"), got, want));
+            }
+            if len > 1000 {
+                println!("{what}: max error {max:e}");
+            }
+        }
+    }
+}
+
+/// The kernels read the step's lr and bias corrections from the step table, not from anything
+/// fixed: two steps of Adam at other lrs and step counts give other parameters, each the CPU's.
+#[test]
+fn update_kernels_take_the_steps_lr_and_bias_corrections() {
+    let runner = runner();
+    let mut rng = rng(10);
+    let adam = Optimizer::new(OptimizerKind::Adam);
+    let params = signed_vec(&mut rng, 300, 0.5, 1.0);
+    let grads = signed_vec(&mut rng, 300, 0.1, 1.0);
+    let zeros = vec![0.0f32; 300];
+    let mut results = Vec::new();
+    for (lr, t) in [(0.01f32, 1u64), (0.01, 50), (0.2, 1)] {
+        let k = adam.update_constants(&adam.step_constants(lr, t), 0.0, 200);
+        let (mut cpu, mut m, mut v) = (params.clone(), zeros.clone(), zeros.clone());
+        ops::adam_update(&mut cpu, &grads, &mut m, &mut v, &k, 0);
+        let gpu = runner.adam_update(&params, &grads, &zeros, &zeros, &k).unwrap();
+        check_default(&format!("adam_update lr {lr} t {t}"), &gpu.params, &cpu);
+        results.push(bits(&gpu.params));
+    }
+    assert!(results[0] != results[1] && results[0] != results[2] && results[1] != results[2]);
+}
+
+// --- Dropout and standardised inputs -------------------------------------------------------------
+
+/// The WGSL hash is the CPU's, bit for bit: every (row, unit) of 1000 × 1000 is kept or dropped
+/// exactly as `Mask::keeps` says, for several seeds (with high bits set), steps (0 to u32::MAX),
+/// layers and drop probabilities; and a kept unit's factor is the CPU's 1/(1−p) to the bit. Read
+/// through the real kernels: the forward epilogue (hidden layers: a k = 1 product with zero
+/// weights and bias 1, so the output is relu(1)·factor = the factor), and gather (the input
+/// layer: pixels all 255, so a kept pixel is non-zero).
+#[test]
+fn the_gpus_dropout_masks_are_the_cpus_bit_for_bit() {
+    let runner = runner();
+    let (rows, units) = (1000usize, 1000usize);
+    let ones = vec![1.0f32; rows];
+    let (zero_weights, unit_bias) = (vec![0.0f32; units], vec![1.0f32; units]);
+    let cases = [
+        (0u64, 0u32, 1usize, 0.5f32),
+        (1, 1, 2, 0.1),
+        (u64::MAX, u32::MAX, 1, 0.9),
+        (0x1234_5678_9abc_def0, 12_345, 7, 0.3),
+        (7 << 40, 2_000_000_000, 3, 0.5),
+    ];
+    for (seed, step, layer, p) in cases {
+        let dropout = Dropout {
+            hidden: p,
+            input: 0.0,
+            seed,
+        };
+        let mask = dropout.mask(layer, step).unwrap();
+        let mask_at = MaskAt { dropout, step, layer };
+        let gpu = runner
+            .matmul_forward_with(
+                &ones,
+                &zero_weights,
+                &unit_bias,
+                rows,
+                Some(Activation::Relu),
+                Some(mask_at),
+            )
+            .unwrap();
+        let cpu: Vec<f32> = (0..rows * units)
+            .map(|i| mask.factor(i / units, units, i % units))
+            .collect();
+        let differ = bits(&gpu).iter().zip(bits(&cpu)).filter(|(g, c)| **g != *c).count();
+        assert_eq!(
+            differ, 0,
+            "seed {seed} step {step} layer {layer} p {p}: {differ} units differ"
+        );
+        let kept = cpu.iter().filter(|&&f| f != 0.0).count() as f64 / cpu.len() as f64;
+        assert!((kept - (1.0 - p as f64)).abs() < 0.01, "p {p}: kept {kept}");
+    }
+    // The input layer (0), through gather_batch.
+    let features = 784;
+    let images = vec![255u8; 1000 * features];
+    let index: Vec<u32> = (0..1000).collect();
+    for (seed, step, p) in [(3u64, 0u32, 0.2f32), (u64::MAX - 1, u32::MAX, 0.7)] {
+        let dropout = Dropout {
+            hidden: 0.0,
+            input: p,
+            seed,
+        };
+        let mask = dropout.mask(0, step).unwrap();
+        let gpu = runner
+            .gather_batch_with(&images, features, &index, None, Some((dropout, step)))
+            .unwrap();
+        for (i, &x) in gpu.iter().enumerate() {
+            let (r, f) = (i / features, i % features);
+            assert_eq!(
+                x != 0.0,
+                mask.keeps(r, features, f),
+                "seed {seed} step {step}: row {r} pixel {f}"
+            );
+        }
+    }
+}
+
+/// `gather_batch` with standardised inputs and input dropout against `cpu::ops::gather_batch` with
+/// the same statistics, then `cpu::ops::dropout_forward`: real statistics of a random set, one
+/// pixel constant (its deviation floored: 1/σ = 10), dropout from none to heavy.
+#[test]
+fn gather_batch_with_standardisation_and_input_dropout_matches_cpu() {
+    let runner = runner();
+    let mut rng = rng(11);
+    let features = 784;
+    let mut data = random_dataset(&mut rng, 40, features, 10);
+    for image in data.images.chunks_exact_mut(features) {
+        image[5] = 17;
+    }
+    let statistics = Standardization::of(&data);
+    assert_eq!(statistics.inv_std[5], 10.0);
+    let index: Vec<u32> = vec![39, 0, 7, 7, 12, 38, 1, 20, 3, 3, 30];
+    for p in [0.0f32, 0.25, 0.8] {
+        for standardize in [Some(&statistics), None] {
+            let dropout = Dropout {
+                hidden: 0.0,
+                input: p,
+                seed: 21,
+            };
+            let step = 9;
+            let gpu = runner
+                .gather_batch_with(&data.images, features, &index, standardize, Some((dropout, step)))
+                .unwrap();
+            let mut cpu = poisoned(index.len() * features);
+            let mut labels = vec![0u8; index.len()];
+            ops::gather_batch(&mut cpu, &mut labels, &data.images, &data.labels, &index, standardize);
+            if let Some(mask) = dropout.mask(0, step) {
+                ops::dropout_forward(&mut cpu, features, 0, &mask);
+            }
+            let what = format!("gather_batch standardised {} input dropout {p}", standardize.is_some());
+            let max = check_default(&what, &gpu, &cpu);
+            println!("{what}: max error {max:e}");
+        }
+    }
+}
+
+/// `matmul_forward` of a hidden layer with its output dropped (a training step's epilogue) against
+/// `cpu::ops::matmul_forward`, `activation_forward` then `dropout_forward`; and
+/// `matmul_backward_input` through that dropped activation against `matmul_backward_input` then
+/// `dropout_activation_backward`. Every activation, shapes with partial tiles, the mask of a
+/// layer other than 1 at a large step. Dropped elements are exactly 0 on both.
+#[test]
+fn matmul_epilogues_with_dropout_match_cpu() {
+    let runner = runner();
+    let mut rng = rng(12);
+    let dropout = Dropout {
+        hidden: 0.4,
+        input: 0.0,
+        seed: 99,
+    };
+    let (step, layer) = (70_001u32, 2usize);
+    let mask = dropout.mask(layer, step).unwrap();
+    let mask_at = Some(MaskAt { dropout, step, layer });
+    for (rows, k, n) in [(7usize, 784usize, 7usize), (101, 7, 100), (100, 101, 130)] {
+        // Forward: out (rows × n) = dropout(f(inp · W + b)).
+        let inp = signed_vec(&mut rng, rows * k, MARGIN, 1.0);
+        let weight = signed_vec(&mut rng, k * n, MARGIN, 1.0);
+        let bias = signed_vec(&mut rng, n, MARGIN, 1.0);
+        let mut z = poisoned(rows * n);
+        ops::matmul_forward(&mut z, &inp, &weight, &bias, rows);
+        let mut sums = abs_product_sums((rows, n, k), |i, t| inp[i * k + t], |t, j| weight[t * n + j]);
+        sums.iter_mut().enumerate().for_each(|(i, s)| *s += bias[i % n].abs());
+        for &activation in activations() {
+            let mut cpu = z.clone();
+            ops::activation_forward(activation, &mut cpu);
+            ops::dropout_forward(&mut cpu, n, 0, &mask);
+            let gpu = runner
+                .matmul_forward_with(&inp, &weight, &bias, rows, Some(activation), mask_at)
+                .unwrap();
+            let what = format!("matmul_forward + dropout {rows}×{k}×{n} {activation:?}");
+            let max = check(&what, &gpu, &cpu, |i| {
+                sum_tolerance(cpu[i], sums[i] * mask.factor(i / n, n, i % n))
+            });
+            for (i, g) in gpu.iter().enumerate() {
+                if !mask.keeps(i / n, n, i % n) {
+                    assert_eq!(*g, 0.0, "{what}: dropped element {i} is {g}");
+                }
+            }
+            println!("{what}: max error {max:e}");
+        }
+        // Backward through layer `layer` + 1: dinp (rows × k) = (dout · Wᵀ) ⊙ f'(ã) · mask, where
+        // A_layer (rows × k) = ã was dropped by the same mask.
+        let dout = signed_vec(&mut rng, rows * n, MARGIN, 1.0);
+        let mut product = poisoned(rows * k);
+        ops::matmul_backward_input(&mut product, &dout, &weight, rows, n);
+        let sums = abs_product_sums((rows, k, n), |i, t| dout[i * n + t], |t, j| weight[j * n + t]);
+        for &activation in activations() {
+            let mut dropped = activation_output(&mut rng, activation, rows * k);
+            ops::dropout_forward(&mut dropped, k, 0, &mask);
+            let mut cpu = product.clone();
+            ops::dropout_activation_backward(activation, &mut cpu, &dropped, k, 0, &mask);
+            let gpu = runner
+                .matmul_backward_input_with(&dout, &weight, &dropped, rows, n, activation, mask_at)
+                .unwrap();
+            let what = format!("matmul_backward_input + dropout {rows}×{k}×{n} {activation:?}");
+            // The product's error bound, times what it is multiplied by.
+            let mut factor = vec![1.0; rows * k];
+            ops::dropout_activation_backward(activation, &mut factor, &dropped, k, 0, &mask);
+            let max = check(&what, &gpu, &cpu, |i| sum_tolerance(cpu[i], sums[i] * factor[i].abs()));
+            for (i, g) in gpu.iter().enumerate() {
+                if !mask.keeps(i / k, k, i % k) {
+                    assert_eq!(g.to_bits(), 0, "{what}: dropped element {i} passed a gradient");
+                }
+            }
+            println!("{what}: max error {max:e}");
+        }
+    }
 }

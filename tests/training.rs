@@ -300,5 +300,5 @@ fn per_example_sgd_tutorial_network() {
         "784-10-10 per-example SGD, 1 epoch: test accuracy {:.1}%",
         100.0 * accuracy
     );
-    assert!(accuracy > 0.80, "test accuracy {accuracy}");
+    assert!(accuracy >= 0.87, "test accuracy {accuracy}: seeds 1–5 reach 87–90%");
 }

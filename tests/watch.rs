@@ -125,10 +125,13 @@ fn a_json_lines_metrics_file_holds_the_json_objects() {
     assert_eq!(written, stdout_of(&out), "the file holds what --json printed");
     let rows = json_objects(&written);
     assert_eq!(rows.len(), 3);
-    for (i, row) in rows.iter().enumerate() {
+    // What this run measures (seed 1, 1 or 2 threads: 51, 70, 65 of the 100 held-out images),
+    // to within 3 images: a fraction, and the run's own.
+    for (i, (row, want)) in rows.iter().zip([0.51, 0.70, 0.65]).enumerate() {
         assert_eq!(row["epoch"], i + 1);
         assert_eq!(row["network"], "784-128-10");
-        assert!(row["validation_accuracy"].as_f64().unwrap() > 0.5);
+        let accuracy = row["validation_accuracy"].as_f64().unwrap();
+        assert!((accuracy - want).abs() <= 0.03, "{row:?}");
     }
 }
 

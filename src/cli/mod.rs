@@ -188,11 +188,10 @@ pub fn open_device(device: DeviceChoice) -> Result<OpenDevice> {
 /// be queried through wgpu: there the backend checks each buffer against the adapter's limits.
 /// `widths` names the flag the layer widths came from.
 pub fn check_fits(device: &OpenDevice, work: &Workload, widths: WidthsFlag, threads: usize) -> Result<()> {
+    let state = work.optimizer.state_buffers();
     let footprint = match device {
-        OpenDevice::Cpu => Footprint::cpu(work, widths, threads, work.optimizer.state_buffers())?,
-        OpenDevice::Gpu(ctx) if ctx.kind == AdapterKind::Software => {
-            Footprint::gpu(work, widths, work.optimizer.state_buffers())?
-        }
+        OpenDevice::Cpu => Footprint::cpu(work, widths, threads, state)?,
+        OpenDevice::Gpu(ctx) if ctx.kind == AdapterKind::Software => Footprint::gpu(work, widths, state)?,
         OpenDevice::Gpu(_) => return Ok(()),
     };
     Ok(footprint.check(Memory::available())?)

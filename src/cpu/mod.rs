@@ -14,7 +14,7 @@ use crate::backend::{
 };
 use crate::data::{Dataset, Standardization};
 use crate::dropout::{Dropout, Mask};
-use crate::error::{ConfigError, Error, Result};
+use crate::error::{Error, Result};
 use crate::footprint::{shard_count, shard_rows};
 use crate::network::{NetworkSpec, ParamLayout};
 use crate::optim::{OptimizerKind, StepConstants, UpdateConstants};
@@ -464,28 +464,7 @@ impl Backend for CpuBackend<'_> {
     }
 
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
-        let optimizer = &self.work.optimizer;
-        let names = optimizer.state_names();
-        let fits = state.name == optimizer.kind.to_string()
-            && state.buffers.len() == names.len()
-            && state
-                .buffers
-                .iter()
-                .zip(names)
-                .all(|((name, values), want)| name == want && values.len() == self.layout.total);
-        if !fits {
-            return Err(ConfigError::OptimizerStateMismatch {
-                found: state.name.clone(),
-                buffers: state
-                    .buffers
-                    .iter()
-                    .map(|(name, _)| name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                expected: optimizer.kind.to_string(),
-            }
-            .into());
-        }
+        state.check_fits(&self.work.optimizer, self.layout.total)?;
         for ((_, values), buffer) in state.buffers.iter().zip(self.state.buffers.iter_mut()) {
             buffer.copy_from_slice(values);
         }

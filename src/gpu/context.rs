@@ -2,6 +2,7 @@
 //! [`GpuError`] instead of wgpu's default (a panic).
 
 use crate::error::GpuError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What kind of adapter runs the kernels.
@@ -180,6 +181,46 @@ pub fn has_hardware_gpu() -> bool {
     list_adapters().iter().any(|a| a.kind == AdapterKind::Hardware)
 }
 
+/// Every point where the host meets the device: each submit goes through [`GpuContext::submit`],
+/// each map through [`GpuContext::map_read`] and each wait through [`GpuContext::wait`], which
+/// count them here (nothing else in the crate submits, maps or polls). Shared, so that a caller
+/// keeps reading it after the context has moved into a backend.
+#[derive(Debug, Default)]
+pub struct SyncCounter {
+    submits: AtomicU64,
+    maps: AtomicU64,
+    waits: AtomicU64,
+}
+
+/// What a [`SyncCounter`] has counted so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    pub submits: u64,
+    pub maps: u64,
+    pub waits: u64,
+}
+
+impl SyncCounter {
+    pub fn counts(&self) -> SyncCounts {
+        SyncCounts {
+            submits: self.submits.load(Ordering::Relaxed),
+            maps: self.maps.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl SyncCounts {
+    /// What was counted after `earlier`.
+    pub fn since(self, earlier: SyncCounts) -> SyncCounts {
+        SyncCounts {
+            submits: self.submits - earlier.submits,
+            maps: self.maps - earlier.maps,
+            waits: self.waits - earlier.waits,
+        }
+    }
+}
+
 /// An open device, with the errors wgpu reports outside any error scope collected here.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -191,16 +232,24 @@ pub struct GpuContext {
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// Set when the device is lost.
     lost: Arc<Mutex<Option<String>>>,
+    syncs: Arc<SyncCounter>,
 }
 
 impl GpuContext {
     /// Opens the best adapter: a hardware GPU if there is one, else a software one.
     /// Requests every limit the adapter offers (larger buffers, larger workgroups).
     pub fn new() -> Result<GpuContext, GpuError> {
+        GpuContext::with_limits(|_| {})
+    }
+
+    /// [`GpuContext::new`], requesting the adapter's limits as `adjust` leaves them: lower ones
+    /// make the device behave as a smaller GPU would (what the tests of the limits use).
+    pub fn with_limits(adjust: impl FnOnce(&mut wgpu::Limits)) -> Result<GpuContext, GpuError> {
         let instance = instance();
         let adapter = adapters(&instance).into_iter().next().ok_or(GpuError::NoAdapter)?;
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        adjust(&mut limits);
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("gpu-mlp"),
             required_features: wgpu::Features::empty(),
@@ -234,7 +283,19 @@ impl GpuContext {
             limits,
             uncaptured,
             lost,
+            syncs: Arc::default(),
         })
+    }
+
+    /// The counter of this device's submits, maps and waits.
+    pub fn sync_counter(&self) -> Arc<SyncCounter> {
+        Arc::clone(&self.syncs)
+    }
+
+    /// Submits `commands` to the queue (counted).
+    pub fn submit(&self, commands: wgpu::CommandBuffer) {
+        self.syncs.submits.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit([commands]);
     }
 
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
@@ -282,6 +343,7 @@ impl GpuContext {
 
     /// Waits until the GPU has finished everything submitted.
     pub fn wait(&self, context: &str) -> Result<(), GpuError> {
+        self.syncs.waits.fetch_add(1, Ordering::Relaxed);
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Device {
@@ -361,12 +423,13 @@ impl GpuContext {
             label: Some("readback"),
         });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
-        self.queue.submit([encoder.finish()]);
+        self.submit(encoder.finish());
         self.map_read(&staging, context)
     }
 
-    /// Maps a MAP_READ buffer after the GPU is done with it and copies it out.
+    /// Maps a MAP_READ buffer after the GPU is done with it and copies it out (counted).
     pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, context: &str) -> Result<Vec<T>, GpuError> {
+        self.syncs.maps.fetch_add(1, Ordering::Relaxed);
         let result = Arc::new(Mutex::new(None));
         let sink = result.clone();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

@@ -41,7 +41,7 @@ impl GpuBackend {
             let rows = batch_size.min(examples - start) as u64;
             encoder.copy_buffer_to_buffer(&self.logits, 0, &readback, start as u64 * row_bytes, rows * row_bytes);
         }
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         let mut logits: Vec<f32> = self.ctx.map_read(&readback, "reading the logits")?;
         logits.truncate(examples * classes as usize);
         Ok(logits)

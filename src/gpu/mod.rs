@@ -1,27 +1,30 @@
 //! The GPU backend: the same training loop, with every op a WGSL compute dispatch.
 //!
-//! The dataset (as u8), the parameters, the gradients and every activation live on the GPU for
-//! the whole run. An epoch is recorded into one compute pass (each batch finds its rows in the
-//! batch table through a dynamic offset), submitted once, and read back once: the per-batch
-//! losses and correct counts, written by the GPU into a metrics buffer, come back together at
-//! the end of the epoch.
+//! The dataset (as u8), the parameters, the gradients, the optimiser's state and every
+//! activation live on the GPU for the whole run. An epoch uploads its permutation and its step
+//! table (each step's lr, bias corrections and dropout counter), is recorded into one compute
+//! pass (each batch finds its rows and its step through its batch-table entry, at a dynamic
+//! offset), submitted once, and read back once: the per-batch losses and correct counts, written
+//! by the GPU into a metrics buffer, come back together at the end of the epoch.
 
 pub mod context;
 pub mod kernels;
 mod logits;
 pub mod oneshot;
 
-use crate::backend::{self, AfterBatch, Backend, BatchOps, EpochMetrics, GpuCounters, Split, SplitMetrics, Workload};
-use crate::data::Dataset;
+use crate::backend::{
+    self, AfterBatch, Backend, BatchOps, EpochMetrics, GpuCounters, OptimizerState, Split, SplitMetrics, Workload,
+};
+use crate::data::{Dataset, Standardization};
 use crate::error::{GpuError, Result};
 use crate::network::{NetworkSpec, ParamLayout};
-use crate::optim::StepConstants;
-use context::GpuContext;
+use crate::optim::{Optimizer, StepConstants};
+use context::{GpuContext, SyncCounts};
 use kernels::gather::{GatherBindings, GatherParams};
 use kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams};
 use kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
-use kernels::sgd_update::{SgdUpdateBindings, SgdUpdateParams};
-use kernels::{params_buffer, BatchBinding, BatchTable, Kernels};
+use kernels::update::{UpdateBuffers, UpdateParams};
+use kernels::{params_buffer, BatchBinding, BatchEntry, BatchTable, Kernels};
 use wgpu::BufferUsages as U;
 
 /// Packs bytes four to a u32 (little-endian, as `byte_at` in the shaders unpacks them).
@@ -54,9 +57,15 @@ pub struct GpuBackend {
     pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     counters: GpuCounters,
+    /// The context's submits, maps and waits when the epoch began.
+    syncs_before: SyncCounts,
     /// The training batches recorded this epoch: `first_batch ..` and how many.
     first_batch: usize,
     recorded_batches: usize,
+    /// The epoch's step constants (on the device in the step table), and the steps taken so far
+    /// (t of the last recorded step), for a checkpoint.
+    steps: Vec<StepConstants>,
+    steps_taken: u64,
 }
 
 impl GpuBackend {
@@ -68,16 +77,6 @@ impl GpuBackend {
 
     /// Builds the backend on an open device.
     pub fn with_context(ctx: GpuContext, work: Workload, params: &[f32]) -> Result<GpuBackend> {
-        // TODO(issue 9, GPU): the optimiser, dropout and standardisation kernels.
-        if work.optimizer.kind != crate::optim::OptimizerKind::Sgd {
-            return Err(GpuError::Unsupported(format!("--optimizer {}", work.optimizer.kind)).into());
-        }
-        if work.dropout.hidden > 0.0 || work.dropout.input > 0.0 {
-            return Err(GpuError::Unsupported("dropout".into()).into());
-        }
-        if work.standardize.is_some() {
-            return Err(GpuError::Unsupported("--normalize standardize".into()).into());
-        }
         let kernels = Kernels::new(&ctx)?;
         let spec = work.spec.clone();
         let layout = spec.layout();
@@ -87,13 +86,13 @@ impl GpuBackend {
             "parameter buffer does not match the network"
         );
         let plan = BatchPlan::new(&work);
-        let batch_table = BatchTable::new(&ctx, &kernels, &plan.entries)?;
+        let batch_table = BatchTable::new(&ctx, &kernels, &plan.entries, plan.train.batches, &work.dropout)?;
         let parameters = ParameterBuffers::new(&ctx, params)?;
         let activations = Activations::new(&ctx, &spec, work.max_rows())?;
         let metrics = MetricsBuffers::new(&ctx, plan.entries.len())?;
         let layers = LayerGroups::every_layer(&ctx, &kernels, &spec, &parameters, &activations)?;
-        let update = UpdateStep::new(&ctx, &kernels, &parameters, &layout, work.l2)?;
-        let shared = SplitShared::new(&ctx, &spec, &activations, &metrics)?;
+        let update = UpdateStep::new(&ctx, &kernels, &parameters, &layout, &work)?;
+        let shared = SplitShared::new(&ctx, &spec, work.standardize, &activations, &metrics)?;
         let splits = Splits::new(&ctx, &kernels, &shared, &work, &plan)?;
         ctx.wait("uploading the data and parameters")?;
         Ok(GpuBackend {
@@ -110,8 +109,11 @@ impl GpuBackend {
             pass: None,
             encoder: None,
             counters: GpuCounters::default(),
+            syncs_before: SyncCounts::default(),
             first_batch: 0,
             recorded_batches: 0,
+            steps: Vec::new(),
+            steps_taken: 0,
             ctx,
         })
     }
@@ -138,6 +140,7 @@ impl GpuBackend {
             Part::Training => {
                 backend::forward_backward(&mut ops, layers);
                 ops.update(&self.update);
+                self.steps_taken = self.steps[index].step as u64 + 1;
             }
             Part::HeldOut(_) => backend::forward(&mut ops, layers),
         }
@@ -179,10 +182,9 @@ struct SplitPlan {
     examples: usize,
 }
 
-/// The batch table's entries, `(start, rows)`: training batches, then validation chunks, then
-/// test chunks.
+/// The batch table's entries: training batches, then validation chunks, then test chunks.
 struct BatchPlan {
-    entries: Vec<(usize, usize)>,
+    entries: Vec<BatchEntry>,
     train: SplitPlan,
     validation: Option<SplitPlan>,
     test: Option<SplitPlan>,
@@ -191,9 +193,17 @@ struct BatchPlan {
 impl BatchPlan {
     fn new(work: &Workload) -> BatchPlan {
         let mut entries = Vec::new();
-        let mut plan = |data: &Dataset, batch_size: usize| {
+        let mut plan = |data: &Dataset, batch_size: usize, training: bool| {
             let first_entry = entries.len();
-            entries.extend(batch_rows(data.len(), batch_size));
+            let batches = batch_rows(data.len(), batch_size).enumerate();
+            entries.extend(batches.map(|(b, (start, rows))| {
+                let slot = first_entry + b;
+                if training {
+                    BatchEntry::training(b, start, rows, slot)
+                } else {
+                    BatchEntry::evaluation(start, rows, slot)
+                }
+            }));
             SplitPlan {
                 first_entry,
                 batches: entries.len() - first_entry,
@@ -202,9 +212,9 @@ impl BatchPlan {
             }
         };
         let eval_rows = work.eval_rows();
-        let train = plan(work.train, work.batch_size);
-        let validation = work.validation.map(|v| plan(v, eval_rows));
-        let test = work.test.map(|t| plan(t, eval_rows));
+        let train = plan(work.train, work.batch_size, true);
+        let validation = work.validation.map(|v| plan(v, eval_rows, false));
+        let test = work.test.map(|t| plan(t, eval_rows, false));
         BatchPlan {
             entries,
             train,
@@ -309,17 +319,13 @@ impl LayerGroups {
             let (a_in, a_out) = (&activations.a[l], &activations.a[l + 1]);
             let dz_out = activations.dz(l + 1);
             let hidden = (l + 1 < layout.layers.len()).then_some(spec.activation);
-            let forward_params = params_buffer(
-                ctx,
-                &format!("layer {l} forward params"),
-                &MatmulParams::new(shape, hidden),
-            )?;
-            // Backward through layer l multiplies by the derivative of layer l-1's activation.
-            let backward_params = params_buffer(
-                ctx,
-                &format!("layer {l} backward params"),
-                &MatmulParams::new(shape, Some(spec.activation)),
-            )?;
+            // A hidden layer's output A_{l+1} (1-based) is dropout layer l + 1.
+            let forward = MatmulParams::new(shape, hidden).with_dropout_layer(if hidden.is_some() { l + 1 } else { 0 });
+            let forward_params = params_buffer(ctx, &format!("layer {l} forward params"), &forward)?;
+            // Backward through layer l multiplies by the derivative of layer l-1's activation,
+            // A_l (1-based), dropout layer l (for l = 0 there is no backward_input).
+            let backward = MatmulParams::new(shape, Some(spec.activation)).with_dropout_layer(l);
+            let backward_params = params_buffer(ctx, &format!("layer {l} backward params"), &backward)?;
             let forward = MatmulBindings {
                 weights: &parameters.parameters,
                 left: a_in,
@@ -354,11 +360,12 @@ impl LayerGroups {
     }
 }
 
-/// The update's parameters (lr changes per epoch) and bind group.
+/// The optimiser's update: its rule, its state buffers (flat, the parameters' layout, named by
+/// [`Optimizer::state_names`]), its parameters and its bind group. The step's lr and bias
+/// corrections come from the step table.
 struct UpdateStep {
-    params: wgpu::Buffer,
-    /// Rewritten with each epoch's lr.
-    values: SgdUpdateParams,
+    optimizer: Optimizer,
+    state: Vec<wgpu::Buffer>,
     group: wgpu::BindGroup,
 }
 
@@ -368,22 +375,30 @@ impl UpdateStep {
         kernels: &Kernels,
         parameters: &ParameterBuffers,
         layout: &ParamLayout,
-        l2: f32,
+        work: &Workload,
     ) -> Result<UpdateStep, GpuError> {
-        let values = SgdUpdateParams {
-            lr: 0.0,
-            l2,
-            weight_count: layout.weight_count as u32,
-            total: layout.total as u32,
-        };
-        let params = params_buffer(ctx, "sgd_update params", &values)?;
-        let bindings = SgdUpdateBindings {
+        let optimizer = work.optimizer;
+        let zeros = vec![0.0f32; layout.total];
+        let state = optimizer
+            .state_names()
+            .iter()
+            .map(|name| ctx.storage_with(&format!("optimiser state {name}"), &zeros, U::COPY_SRC))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The run's constants; the step's own (lr, bias corrections) are read from the step table.
+        let constants = optimizer.update_constants(&StepConstants::default(), work.l2, layout.weight_count);
+        let params = params_buffer(ctx, "update params", &UpdateParams::new(&constants, layout.total))?;
+        let buffers = UpdateBuffers {
             parameters: &parameters.parameters,
             gradients: &parameters.gradients,
+            state: &state,
             params: &params,
         };
-        let group = kernels.sgd_update.bind(ctx, "sgd_update", &bindings);
-        Ok(UpdateStep { params, values, group })
+        let group = kernels.bind_update(ctx, optimizer.kind, &buffers);
+        Ok(UpdateStep {
+            optimizer,
+            state,
+            group,
+        })
     }
 }
 
@@ -392,6 +407,9 @@ impl UpdateStep {
 struct SplitShared<'a> {
     spec: &'a NetworkSpec,
     gather_params: wgpu::Buffer,
+    /// The training set's statistics, means then 1/σ (with `--normalize standardize`; else
+    /// unread zeros).
+    statistics: wgpu::Buffer,
     activations: &'a Activations,
     metrics: &'a MetricsBuffers,
 }
@@ -400,13 +418,21 @@ impl<'a> SplitShared<'a> {
     fn new(
         ctx: &GpuContext,
         spec: &'a NetworkSpec,
+        standardize: Option<&Standardization>,
         activations: &'a Activations,
         metrics: &'a MetricsBuffers,
     ) -> Result<SplitShared<'a>, GpuError> {
-        let gather_params = params_buffer(ctx, "gather params", &GatherParams::new(spec.widths[0]))?;
+        let features = spec.widths[0];
+        let gather_params = GatherParams::new(features, standardize.is_some());
+        let gather_params = params_buffer(ctx, "gather params", &gather_params)?;
+        let statistics = match standardize {
+            Some(s) => [&s.mean[..], &s.inv_std[..]].concat(),
+            None => vec![0.0; 2 * features],
+        };
         Ok(SplitShared {
             spec,
             gather_params,
+            statistics: ctx.storage_with("input statistics", &statistics, U::empty())?,
             activations,
             metrics,
         })
@@ -446,6 +472,7 @@ impl SplitBuffers {
         let gather = GatherBindings {
             images: &images,
             order: &order,
+            statistics: &shared.statistics,
             x: &shared.activations.a[0],
             params: &shared.gather_params,
         };
@@ -519,10 +546,10 @@ struct GpuBatch<'a> {
 
 impl GpuBatch<'_> {
     fn update(&mut self, update: &UpdateStep) {
+        let kind = update.optimizer.kind;
         let total = self.layout.total;
         self.kernels
-            .sgd_update
-            .record(self.pass, &update.group, self.batch, total);
+            .record_update(kind, self.pass, &update.group, self.batch, total);
         self.dispatches += 1;
     }
 
@@ -577,20 +604,17 @@ impl Backend for GpuBackend {
     }
 
     fn begin_epoch(&mut self, permutation: &[u32], steps: &[StepConstants]) -> Result<()> {
-        // TODO(issue 9, GPU): a per-step table; until then one lr per epoch.
-        let lr = steps[0].lr;
-        if steps.iter().any(|s| s.lr != lr) {
-            return Err(
-                GpuError::Unsupported("a learning rate that changes within an epoch (warm-up, cosine)".into()).into(),
-            );
-        }
+        assert_eq!(
+            steps.len(),
+            self.splits.train.plan.batches,
+            "one step per training batch"
+        );
         self.ctx
             .queue
             .write_buffer(&self.splits.train.order, 0, bytemuck::cast_slice(permutation));
-        self.update.values.lr = lr;
-        self.ctx
-            .queue
-            .write_buffer(&self.update.params, 0, bytemuck::bytes_of(&self.update.values));
+        self.batch_table.write_steps(&self.ctx, steps);
+        self.steps.clear();
+        self.steps.extend_from_slice(steps);
         let mut encoder = self
             .ctx
             .device
@@ -604,6 +628,7 @@ impl Backend for GpuBackend {
         self.encoder = Some(encoder);
         self.pass = Some(pass);
         self.counters = GpuCounters::default();
+        self.syncs_before = self.ctx.sync_counter().counts();
         self.recorded_batches = 0;
         Ok(())
     }
@@ -650,10 +675,12 @@ impl Backend for GpuBackend {
         let mut encoder = self.encoder.take().expect("an epoch is being recorded");
         let metrics = &self.metrics;
         encoder.copy_buffer_to_buffer(&metrics.buffer, 0, &metrics.staging, 0, metrics.buffer.size());
-        self.ctx.queue.submit([encoder.finish()]);
-        self.counters.submits += 1;
+        self.ctx.submit(encoder.finish());
         let values: Vec<f32> = self.ctx.map_read(&metrics.staging, "reading the epoch's metrics")?;
-        self.counters.readbacks += 1;
+        // As the context counted them: every submit and map since begin_epoch.
+        let syncs = self.ctx.sync_counter().counts().since(self.syncs_before);
+        self.counters.submits = syncs.submits;
+        self.counters.readbacks = syncs.maps;
         // (loss sum, correct count) of batch-table entry `entry`.
         let batch_metrics = |entry: usize| {
             let at = entry * METRICS_PER_BATCH as usize;
@@ -692,5 +719,31 @@ impl Backend for GpuBackend {
 
     fn logits(&mut self, split: Split) -> Result<Vec<f32>> {
         self.split_logits(split)
+    }
+
+    /// Reads every state buffer back (one readback each), for a checkpoint.
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let optimizer = &self.update.optimizer;
+        let names = optimizer.state_names();
+        let mut buffers = Vec::with_capacity(names.len());
+        for (name, buffer) in names.iter().zip(&self.update.state) {
+            let values = self.ctx.read(buffer, &format!("reading the optimiser's {name}"))?;
+            buffers.push((name.to_string(), values));
+        }
+        Ok(OptimizerState {
+            name: optimizer.kind.to_string(),
+            step: if names.is_empty() { 0 } else { self.steps_taken },
+            buffers,
+        })
+    }
+
+    /// Uploads a checkpoint's state buffers, once they are checked to be this optimiser's.
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        state.check_fits(&self.update.optimizer, self.layout.total)?;
+        for ((_, values), buffer) in state.buffers.iter().zip(&self.update.state) {
+            self.ctx.queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
+        }
+        self.steps_taken = state.step;
+        Ok(())
     }
 }

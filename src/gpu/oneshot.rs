@@ -1,21 +1,90 @@
 //! Each kernel run once on host data, with the signature of its CPU twin in `cpu::ops`: what the
 //! parity tests compare, op by op. Every output buffer is filled with NaN before the kernel
 //! runs, so an element the kernel fails to write shows up as NaN, never as a stale right answer.
+//! The updates work in place: their buffers end in NaN guards, which must come back untouched.
+//!
+//! A kernel that reads a training step's values (an update's lr and bias corrections, a dropout
+//! mask's step) reads them from a one-step run table, through a batch-table entry marked as a
+//! training batch, as in training.
 
 use super::context::GpuContext;
 use super::kernels::gather::{GatherBindings, GatherParams};
 use super::kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams, MatmulVariant};
 use super::kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
-use super::kernels::sgd_update::{SgdUpdateBindings, SgdUpdateParams};
-use super::kernels::{params_buffer, BatchBinding, BatchTable, Kernels};
+use super::kernels::update::{UpdateBuffers, UpdateParams};
+use super::kernels::{params_buffer, BatchBinding, BatchEntry, BatchTable, Kernels};
+use crate::data::Standardization;
+use crate::dropout::Dropout;
 use crate::error::GpuError;
 use crate::network::{Activation, LayerShape, Loss, Output};
+use crate::optim::{Optimizer, OptimizerKind, StepConstants, UpdateConstants};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use wgpu::BufferUsages as U;
 
 /// Floats placed before a layer's weights in the parameter buffer, so the kernels' use of
 /// `weight_offset` is tested too. NaN: reading them by mistake poisons the result.
 const WEIGHT_PREFIX: usize = 3;
+
+/// NaN floats after the end of each buffer an update works on in place: a kernel that writes
+/// past the parameters changes them.
+const GUARD: usize = 3;
+
+/// A dropout mask as a training step applies it: dropout layer `layer` (0: the input, l ≥ 1:
+/// hidden layer l's output) of `dropout`, at step `step`.
+#[derive(Clone, Copy, Debug)]
+pub struct MaskAt {
+    pub dropout: Dropout,
+    pub step: u32,
+    pub layer: usize,
+}
+
+/// Group 1 of a one-shot run: its one batch (rows `start ..` of the order), and for a training
+/// batch the step it reads and the run's dropout.
+#[derive(Clone, Copy)]
+struct OneBatch {
+    start: usize,
+    rows: usize,
+    training: Option<(StepConstants, Dropout)>,
+}
+
+impl OneBatch {
+    /// An evaluation batch: no step, no dropout.
+    fn rows(rows: usize) -> OneBatch {
+        OneBatch {
+            start: 0,
+            rows,
+            training: None,
+        }
+    }
+
+    /// A training batch of `rows` whose masks are `mask`'s.
+    fn masked(rows: usize, mask: Option<MaskAt>) -> OneBatch {
+        let step = |m: MaskAt| StepConstants {
+            step: m.step,
+            ..StepConstants::default()
+        };
+        OneBatch {
+            training: mask.map(|m| (step(m), m.dropout)),
+            ..OneBatch::rows(rows)
+        }
+    }
+
+    /// A training step with `step`'s constants and no dropout.
+    fn step(step: StepConstants) -> OneBatch {
+        OneBatch {
+            training: Some((step, Dropout::NONE)),
+            ..OneBatch::rows(0)
+        }
+    }
+}
+
+/// What an update kernel leaves: the parameters and the state buffers.
+#[derive(Clone, Debug)]
+pub struct Updated {
+    pub params: Vec<f32>,
+    /// In the order of [`Optimizer::state_names`].
+    pub state: Vec<Vec<f32>>,
+}
 
 /// The kernels on an open device, ready to run one at a time.
 pub struct KernelRunner {
@@ -62,7 +131,11 @@ impl KernelRunner {
         self.matmul_backward_input(&one, &one, &one, 2, 2, Activation::Relu)?;
         self.matmul_backward_weights(&one, &one, 2, 2, 2)?;
         self.output_loss(Output::Softmax, Loss::Ce, &one, &[0, 1], 2, true)?;
-        self.sgd_update(&one, &one, 0.1, 0.0, 2)?;
+        let k = Optimizer::SGD.update_constants(&Optimizer::SGD.step_constants(0.1, 1), 0.0, 2);
+        for &kind in <OptimizerKind as clap::ValueEnum>::value_variants() {
+            let state = vec![&one[..]; Optimizer::new(kind).state_buffers()];
+            self.update(kind, &one, &one, &state, &k)?;
+        }
         Ok(())
     }
 
@@ -81,15 +154,45 @@ impl KernelRunner {
         self.ctx.buffer("unused", 16, U::STORAGE)
     }
 
-    /// Records `record` (the kernel's dispatch) for one batch of `rows` rows starting at
-    /// `start`, `repeats` times in one pass, submits it and waits.
+    /// A buffer the kernel updates in place: `values`, then [`GUARD`] NaNs.
+    fn in_place(&self, label: &str, values: &[f32]) -> Result<wgpu::Buffer, GpuError> {
+        let mut padded = values.to_vec();
+        padded.extend([f32::NAN; GUARD]);
+        self.storage(label, &padded)
+    }
+
+    /// Reads back an [`in_place`](KernelRunner::in_place) buffer of `len` values; an error if
+    /// `kernel` wrote over its guard.
+    fn read_in_place(&self, kernel: &str, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
+        let mut values: Vec<f32> = self.ctx.read(buffer, &format!("reading what {kernel} updated"))?;
+        if values[len..].iter().any(|v| !v.is_nan()) {
+            return Err(GpuError::Device {
+                context: format!("running {kernel}"),
+                message: format!("it wrote past the end of its {len} values: {:?}", &values[len..]),
+            });
+        }
+        values.truncate(len);
+        Ok(values)
+    }
+
+    /// Records `record` (the kernel's dispatch) for `batch`, `repeats` times in one pass, submits
+    /// it and waits.
     fn run(
         &self,
         kernel: &str,
-        (start, rows): (usize, usize),
+        batch: OneBatch,
         record: impl Fn(&mut wgpu::ComputePass<'_>, BatchBinding),
     ) -> Result<(), GpuError> {
-        let table = BatchTable::new(&self.ctx, &self.kernels, &[(start, rows)])?;
+        let (entry, step, dropout) = match batch.training {
+            Some((step, dropout)) => (BatchEntry::training(0, batch.start, batch.rows, 0), step, dropout),
+            None => (
+                BatchEntry::evaluation(batch.start, batch.rows, 0),
+                StepConstants::default(),
+                Dropout::NONE,
+            ),
+        };
+        let table = BatchTable::new(&self.ctx, &self.kernels, &[entry], 1, &dropout)?;
+        table.write_steps(&self.ctx, &[step]);
         let mut encoder = self
             .ctx
             .device
@@ -106,7 +209,7 @@ impl KernelRunner {
         // Everything above was uploaded at creation: wait for it, so the timing covers the kernel.
         self.ctx.wait(kernel)?;
         let started = std::time::Instant::now();
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit(encoder.finish());
         self.ctx.wait(kernel)?;
         self.last_seconds
             .store(started.elapsed().as_secs_f64().to_bits(), Ordering::Relaxed);
@@ -126,20 +229,47 @@ impl KernelRunner {
 
     /// `gather_batch`: x (index.len() × features) = images[index] / 255.
     pub fn gather_batch(&self, images: &[u8], features: usize, index: &[u32]) -> Result<Vec<f32>, GpuError> {
+        self.gather_batch_with(images, features, index, None, None)
+    }
+
+    /// `gather_batch` standardised with `standardize` (as `cpu::ops::gather_batch`), and with
+    /// `dropout`'s input mask at step `step` applied (as `cpu::ops::dropout_forward` then does in
+    /// a training step); the rows are the batch's rows 0 ...
+    pub fn gather_batch_with(
+        &self,
+        images: &[u8],
+        features: usize,
+        index: &[u32],
+        standardize: Option<&Standardization>,
+        dropout: Option<(Dropout, u32)>,
+    ) -> Result<Vec<f32>, GpuError> {
         let rows = index.len();
         let images = self.storage("images", &super::pack_bytes(images))?;
         let order = self.storage("order", index)?;
+        let statistics = match standardize {
+            Some(s) => [&s.mean[..], &s.inv_std[..]].concat(),
+            // Never read: NaN.
+            None => vec![f32::NAN; 2 * features],
+        };
+        let statistics = self.storage("statistics", &statistics)?;
         let x = self.poisoned("x", rows * features)?;
-        let params = params_buffer(&self.ctx, "gather params", &GatherParams::new(features))?;
+        let params = GatherParams::new(features, standardize.is_some());
+        let params = params_buffer(&self.ctx, "gather params", &params)?;
         let gather = &self.kernels.gather;
         let bindings = GatherBindings {
             images: &images,
             order: &order,
+            statistics: &statistics,
             x: &x,
             params: &params,
         };
         let group = gather.bind(&self.ctx, "gather_batch", &bindings);
-        self.run("gather_batch", (0, rows), |pass, batch| {
+        let mask = dropout.map(|(dropout, step)| MaskAt {
+            dropout,
+            step,
+            layer: 0,
+        });
+        self.run("gather_batch", OneBatch::masked(rows, mask), |pass, batch| {
             gather.record(pass, &group, batch, rows, features)
         })?;
         self.ctx.read(&x, "reading x")
@@ -166,14 +296,14 @@ impl KernelRunner {
         &self,
         op: MatmulOp,
         bindings: &MatmulBindings,
-        rows: usize,
+        batch: OneBatch,
         shape: &LayerShape,
     ) -> Result<(), GpuError> {
         let matmul = &self.kernels.matmul;
         let kernel = op.entry_point();
         let group = matmul.bind(&self.ctx, kernel, bindings);
-        self.run(kernel, (0, rows), |pass, batch| {
-            matmul.record(pass, op, &group, batch, rows, shape)
+        self.run(kernel, batch, |pass, binding| {
+            matmul.record(pass, op, &group, binding, batch.rows, shape)
         })
     }
 
@@ -187,8 +317,24 @@ impl KernelRunner {
         rows: usize,
         activation: Option<Activation>,
     ) -> Result<Vec<f32>, GpuError> {
+        self.matmul_forward_with(inp, weight, bias, rows, activation, None)
+    }
+
+    /// `matmul_forward` as a training step runs it for a hidden layer whose output is dropped
+    /// by `mask` (then as `cpu::ops::dropout_forward`).
+    pub fn matmul_forward_with(
+        &self,
+        inp: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        rows: usize,
+        activation: Option<Activation>,
+        mask: Option<MaskAt>,
+    ) -> Result<Vec<f32>, GpuError> {
         let (weights, shape) = self.layer_parameters(weight, bias)?;
-        let params = params_buffer(&self.ctx, "matmul params", &MatmulParams::new(&shape, activation))?;
+        let layer = mask.map_or(0, |m| m.layer);
+        let params = MatmulParams::new(&shape, activation).with_dropout_layer(layer);
+        let params = params_buffer(&self.ctx, "matmul params", &params)?;
         let inp = self.storage("inp", inp)?;
         let out = self.poisoned("out", rows * shape.outputs)?;
         let bindings = MatmulBindings {
@@ -198,7 +344,7 @@ impl KernelRunner {
             out: &out,
             params: &params,
         };
-        self.run_matmul(MatmulOp::Forward, &bindings, rows, &shape)?;
+        self.run_matmul(MatmulOp::Forward, &bindings, OneBatch::masked(rows, mask), &shape)?;
         self.ctx.read(&out, "reading out")
     }
 
@@ -213,8 +359,26 @@ impl KernelRunner {
         n: usize,
         activation: Activation,
     ) -> Result<Vec<f32>, GpuError> {
+        self.matmul_backward_input_with(dout, weight, a_prev, rows, n, activation, None)
+    }
+
+    /// `matmul_backward_input` through an activation that `mask` dropped (then as
+    /// `cpu::ops::dropout_activation_backward`): `a_prev` holds the dropped activations ã.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_backward_input_with(
+        &self,
+        dout: &[f32],
+        weight: &[f32],
+        a_prev: &[f32],
+        rows: usize,
+        n: usize,
+        activation: Activation,
+        mask: Option<MaskAt>,
+    ) -> Result<Vec<f32>, GpuError> {
         let (weights, shape) = self.layer_parameters(weight, &vec![0.0; n])?;
-        let params = params_buffer(&self.ctx, "matmul params", &MatmulParams::new(&shape, Some(activation)))?;
+        let layer = mask.map_or(0, |m| m.layer);
+        let params = MatmulParams::new(&shape, Some(activation)).with_dropout_layer(layer);
+        let params = params_buffer(&self.ctx, "matmul params", &params)?;
         let dout = self.storage("dout", dout)?;
         let a_prev = self.storage("a_prev", a_prev)?;
         let dinp = self.poisoned("dinp", rows * shape.inputs)?;
@@ -225,7 +389,7 @@ impl KernelRunner {
             out: &dinp,
             params: &params,
         };
-        self.run_matmul(MatmulOp::BackwardInput, &bindings, rows, &shape)?;
+        self.run_matmul(MatmulOp::BackwardInput, &bindings, OneBatch::masked(rows, mask), &shape)?;
         self.ctx.read(&dinp, "reading dinp")
     }
 
@@ -256,7 +420,7 @@ impl KernelRunner {
             out: &gradients,
             params: &params,
         };
-        self.run_matmul(MatmulOp::BackwardWeights, &bindings, rows, &shape)?;
+        self.run_matmul(MatmulOp::BackwardWeights, &bindings, OneBatch::rows(rows), &shape)?;
         let all: Vec<f32> = self.ctx.read(&gradients, "reading the gradients")?;
         Ok((
             all[shape.weight_offset..shape.bias_offset].to_vec(),
@@ -292,7 +456,7 @@ impl KernelRunner {
             params: &params,
         };
         let group = output_loss.bind(&self.ctx, "output_loss", &bindings);
-        self.run("output_loss", (0, rows), |pass, batch| {
+        self.run("output_loss", OneBatch::rows(rows), |pass, batch| {
             output_loss.record(pass, &group, batch)
         })?;
         let metrics: Vec<f32> = self.ctx.read(&metrics, "reading metrics")?;
@@ -312,26 +476,102 @@ impl KernelRunner {
         l2: f32,
         weight_count: usize,
     ) -> Result<Vec<f32>, GpuError> {
+        let sgd = Optimizer::SGD;
+        let k = sgd.update_constants(&sgd.step_constants(lr, 1), l2, weight_count);
+        Ok(self.update(OptimizerKind::Sgd, params, grads, &[], &k)?.params)
+    }
+
+    /// `momentum_update`: (params, velocity) after one step.
+    pub fn momentum_update(
+        &self,
+        params: &[f32],
+        grads: &[f32],
+        velocity: &[f32],
+        k: &UpdateConstants,
+    ) -> Result<Updated, GpuError> {
+        self.update(OptimizerKind::Momentum, params, grads, &[velocity], k)
+    }
+
+    /// `rmsprop_update`: (params, square average) after one step.
+    pub fn rmsprop_update(
+        &self,
+        params: &[f32],
+        grads: &[f32],
+        square_avg: &[f32],
+        k: &UpdateConstants,
+    ) -> Result<Updated, GpuError> {
+        self.update(OptimizerKind::Rmsprop, params, grads, &[square_avg], k)
+    }
+
+    /// `adam_update`: (params, m, v) after one step.
+    pub fn adam_update(
+        &self,
+        params: &[f32],
+        grads: &[f32],
+        m: &[f32],
+        v: &[f32],
+        k: &UpdateConstants,
+    ) -> Result<Updated, GpuError> {
+        self.update(OptimizerKind::Adam, params, grads, &[m, v], k)
+    }
+
+    /// `adamw_update`: (params, m, v) after one step.
+    pub fn adamw_update(
+        &self,
+        params: &[f32],
+        grads: &[f32],
+        m: &[f32],
+        v: &[f32],
+        k: &UpdateConstants,
+    ) -> Result<Updated, GpuError> {
+        self.update(OptimizerKind::Adamw, params, grads, &[m, v], k)
+    }
+
+    /// `kind`'s update kernel, once, on the whole of `params` with `state` (one buffer per
+    /// state name): the run's constants of `k` in its params, the step's (lr, bias corrections)
+    /// in the step table, as in training.
+    pub fn update(
+        &self,
+        kind: OptimizerKind,
+        params: &[f32],
+        grads: &[f32],
+        state: &[&[f32]],
+        k: &UpdateConstants,
+    ) -> Result<Updated, GpuError> {
         let total = params.len();
-        let parameters = self.storage("parameters", params)?;
+        let names = Optimizer::new(kind).state_names();
+        assert_eq!(state.len(), names.len(), "{kind} keeps {names:?}");
+        let parameters = self.in_place("parameters", params)?;
         let gradients = self.storage("gradients", grads)?;
-        let update = SgdUpdateParams {
-            lr,
-            l2,
-            weight_count: weight_count as u32,
-            total: total as u32,
-        };
-        let update = params_buffer(&self.ctx, "sgd_update params", &update)?;
-        let sgd_update = &self.kernels.sgd_update;
-        let bindings = SgdUpdateBindings {
+        let state_buffers = names
+            .iter()
+            .zip(state)
+            .map(|(name, values)| self.in_place(name, values))
+            .collect::<Result<Vec<_>, _>>()?;
+        let update_params = params_buffer(&self.ctx, "update params", &UpdateParams::new(k, total))?;
+        let buffers = UpdateBuffers {
             parameters: &parameters,
             gradients: &gradients,
-            params: &update,
+            state: &state_buffers,
+            params: &update_params,
         };
-        let group = sgd_update.bind(&self.ctx, "sgd_update", &bindings);
-        self.run("sgd_update", (0, 0), |pass, batch| {
-            sgd_update.record(pass, &group, batch, total)
+        let group = self.kernels.bind_update(&self.ctx, kind, &buffers);
+        let step = StepConstants {
+            lr: k.lr,
+            bias1: k.bias1,
+            bias2: k.bias2,
+            step: 0,
+        };
+        let kernel = format!("{kind}_update");
+        self.run(&kernel, OneBatch::step(step), |pass, batch| {
+            self.kernels.record_update(kind, pass, &group, batch, total)
         })?;
-        self.ctx.read(&parameters, "reading the parameters")
+        Ok(Updated {
+            params: self.read_in_place(&kernel, &parameters, total)?,
+            state: state_buffers
+                .iter()
+                .map(|buffer| self.read_in_place(&kernel, buffer, total))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }

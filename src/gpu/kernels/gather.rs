@@ -1,5 +1,7 @@
 //! `gather_batch` (`shaders/gather.wgsl`), twin of `cpu::ops::gather_batch`: a batch's rows of a
-//! split's packed u8 images, in the split's example order, scaled to [0, 1].
+//! split's packed u8 images, in the split's example order, scaled to [0, 1], standardised with
+//! the training set's statistics when the run asks for it, and in a training batch dropped by
+//! the input's dropout mask (`cpu::ops::dropout_forward`).
 
 use super::{
     bind_group, bind_group_layout, compile, dispatch, linear_grid, BatchBinding, KernelBindings, ShaderSource, WgslFile,
@@ -15,14 +17,17 @@ const SOURCE: WgslFile = wgsl_file!("gather.wgsl");
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct GatherParams {
     pub features: u32,
-    pub _pad: [u32; 3],
+    /// 1: `x = (p/255 − mean)·inv_std`.
+    pub standardize: u32,
+    pub _pad: [u32; 2],
 }
 
 impl GatherParams {
-    pub fn new(features: usize) -> GatherParams {
+    pub fn new(features: usize, standardize: bool) -> GatherParams {
         GatherParams {
             features: features as u32,
-            _pad: [0; 3],
+            standardize: standardize as u32,
+            _pad: [0; 2],
         }
     }
 }
@@ -34,6 +39,9 @@ kernel_bindings! {
         images: Read "array<u32>",
         /// The split's example order: the epoch's permutation, or 0, 1, 2, … for evaluation.
         order: Read "array<u32>",
+        /// The training set's per-feature means, then their 1/σ (`data::Standardization`), one
+        /// buffer (so gather stays within 8 storage buffers); read only with `standardize`.
+        statistics: Read "array<f32>",
         /// X, rows × features.
         x: ReadWrite "array<f32>",
         params: Read "GatherParams",

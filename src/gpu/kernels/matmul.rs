@@ -32,7 +32,10 @@ pub struct MatmulParams {
     pub bias_offset: u32,
     /// `ACT_*` code: applied by `matmul_forward`, differentiated by `matmul_backward_input`.
     pub activation: u32,
-    pub _pad: [u32; 3],
+    /// The dropout layer whose mask `matmul_forward` applies to its output (hidden layer l's
+    /// output is dropout layer l) and `matmul_backward_input` to its derivative; 0: none.
+    pub dropout_layer: u32,
+    pub _pad: [u32; 2],
 }
 
 impl MatmulParams {
@@ -43,7 +46,17 @@ impl MatmulParams {
             weight_offset: shape.weight_offset as u32,
             bias_offset: shape.bias_offset as u32,
             activation: activation_code(activation),
-            _pad: [0; 3],
+            dropout_layer: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The same, with dropout layer `layer`'s mask applied (in training batches, when the run
+    /// drops units there).
+    pub fn with_dropout_layer(self, layer: usize) -> MatmulParams {
+        MatmulParams {
+            dropout_layer: layer as u32,
+            ..self
         }
     }
 }

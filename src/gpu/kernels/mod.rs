@@ -1,5 +1,6 @@
 //! The WGSL kernels, one host module per family beside the shader it compiles (`shaders/`):
-//! [`gather`], [`matmul`], [`output_loss`], [`sgd_update`].
+//! [`gather`], [`matmul`], [`output_loss`], and the optimisers' updates [`sgd_update`],
+//! [`momentum_update`], [`rmsprop_update`], [`adam_update`] (what they share: [`update`]).
 //!
 //! A family's module holds its whole contract with the shader: its `…Params` struct (a small
 //! read-only storage buffer), its group-0 bindings as a struct with named fields, from which the
@@ -14,13 +15,15 @@
 //! sides use (a workgroup size, a tile, an `ACT_`/`OUTPUT_`/`LOSS_` code, a binding index) is
 //! written in both.
 //!
-//! Every kernel binds its tensors at group 0 and the batch-table entry of the batch it works on
-//! at group 1 (a dynamic offset into one storage buffer, [`BatchTable`]), so one batch bind group
-//! serves every pipeline.
+//! Every kernel binds its tensors at group 0 and, at group 1, the batch-table entry of the batch
+//! it works on (a dynamic offset into one storage buffer) and the run table (the run's dropout
+//! and the epoch's steps) ([`BatchTable`]), so one batch bind group serves every pipeline.
 
 use super::context::GpuContext;
+use crate::dropout::{self, Dropout, Mask};
 use crate::error::GpuError;
 use crate::network::{Activation, Loss, Output};
+use crate::optim::StepConstants;
 use bytemuck::{Pod, Zeroable};
 use clap::ValueEnum;
 
@@ -67,14 +70,21 @@ macro_rules! wgsl_file {
     };
 }
 
+pub mod adam_update;
 pub mod gather;
 pub mod matmul;
+pub mod momentum_update;
 pub mod output_loss;
+pub mod rmsprop_update;
 pub mod sgd_update;
+pub mod update;
 
+use adam_update::AdamUpdate;
 use gather::Gather;
 use matmul::{Matmul, MatmulVariant};
+use momentum_update::MomentumUpdate;
 use output_loss::OutputLoss;
+use rmsprop_update::RmspropUpdate;
 use sgd_update::SgdUpdate;
 
 const COMMON: WgslFile = wgsl_file!("common.wgsl");
@@ -387,44 +397,130 @@ pub fn linear_grid(items: u64, max_per_dimension: u32) -> (u32, u32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The batch table: group 1 of every kernel
+// Group 1 of every kernel: the batch table, and the run table (dropout, steps)
 // ---------------------------------------------------------------------------------------------
 
 /// One entry of the batch table (`Batch` in `shaders/common.wgsl`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct BatchEntry {
     /// First position of the batch in its split's example order.
     pub start: u32,
     pub rows: u32,
     /// Where `output_loss` writes the batch's loss and correct count in the metrics buffer.
     pub metrics_slot: u32,
-    pub _pad: u32,
+    /// A training batch's row of the step table: its lr, bias corrections and dropout step.
+    pub step: u32,
+    /// 1 for a training batch (its dropout masks apply); 0 for an evaluation chunk.
+    pub training: u32,
+    pub _pad: [u32; 3],
 }
 
-/// Group 1 of every kernel: one batch-table entry, at a dynamic offset.
+impl BatchEntry {
+    /// Training batch `batch` of an epoch: `rows` examples from `start` of the permutation, the
+    /// step table's row `batch`.
+    pub fn training(batch: usize, start: usize, rows: usize, metrics_slot: usize) -> BatchEntry {
+        BatchEntry {
+            start: start as u32,
+            rows: rows as u32,
+            metrics_slot: metrics_slot as u32,
+            step: batch as u32,
+            training: 1,
+            _pad: [0; 3],
+        }
+    }
+
+    /// An evaluation chunk: `rows` examples from `start`; never drops, reads no step.
+    pub fn evaluation(start: usize, rows: usize, metrics_slot: usize) -> BatchEntry {
+        BatchEntry {
+            training: 0,
+            step: 0,
+            ..BatchEntry::training(0, start, rows, metrics_slot)
+        }
+    }
+}
+
+/// One dropout layer's mask parameters (`LayerDropout` in `shaders/common.wgsl`): those of
+/// [`Mask`], which do not change from step to step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct LayerDropout {
+    pub threshold: u32,
+    pub scale: f32,
+    /// 1/scale, computed here as `cpu::ops::dropout_activation_backward` computes it.
+    pub keep: f32,
+    /// 1 when the layer drops anything (p > 0).
+    pub drops: u32,
+}
+
+impl LayerDropout {
+    fn new(seed: u64, p: f32) -> LayerDropout {
+        // The threshold and scale do not depend on the step or layer, only the key does.
+        let mask = Mask::new(seed, 0, 0, p);
+        LayerDropout {
+            threshold: mask.threshold,
+            scale: mask.scale,
+            keep: 1.0 / mask.scale,
+            drops: (p > 0.0) as u32,
+        }
+    }
+}
+
+/// The run's dropout (`DropoutParams` in `shaders/common.wgsl`): the seed's part of every mask's
+/// key, and the input's and the hidden layers' mask parameters. The step's part of the key comes
+/// from the step table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct DropoutParams {
+    pub seed_key: u32,
+    pub _pad: [u32; 3],
+    pub input: LayerDropout,
+    pub hidden: LayerDropout,
+}
+
+impl DropoutParams {
+    pub fn new(dropout: &Dropout) -> DropoutParams {
+        DropoutParams {
+            seed_key: dropout::seed_key(dropout.seed),
+            _pad: [0; 3],
+            input: LayerDropout::new(dropout.seed, dropout.input),
+            hidden: LayerDropout::new(dropout.seed, dropout.hidden),
+        }
+    }
+}
+
+/// Where the run table's steps begin (`RunTable` in `shaders/common.wgsl`: the run's
+/// [`DropoutParams`], then one [`StepConstants`] per training batch).
+const STEPS_OFFSET: usize = std::mem::size_of::<DropoutParams>();
+
+/// Group 1 of every kernel: one batch-table entry at a dynamic offset, and the run table.
 fn batch_layout(ctx: &GpuContext) -> wgpu::BindGroupLayout {
+    let storage = |binding: u32, has_dynamic_offset: bool| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only: true },
+            has_dynamic_offset,
+            min_binding_size: None,
+        },
+        count: None,
+    };
     ctx.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("batch"),
-        entries: &[wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: true },
-                has_dynamic_offset: true,
-                min_binding_size: None,
-            },
-            count: None,
-        }],
+        entries: &[storage(0, true), storage(1, false)],
     })
 }
 
-/// The batch table on the device: entry `i` describes batch `i` of a run and sends its metrics
-/// to slot `i`. Entries sit `stride` bytes apart (the device's storage offset alignment), so a
-/// dispatch selects its batch with a dynamic offset.
+/// Group 1 on the device. The batch table: entry `i` describes batch `i` of a run; entries sit
+/// `stride` bytes apart (a multiple of the device's storage offset alignment), so a dispatch
+/// selects its batch with a dynamic offset. The run table: the run's [`DropoutParams`], then the
+/// step table, one [`StepConstants`] per training batch of the epoch, rewritten at the start of
+/// each epoch ([`BatchTable::write_steps`]), which a training batch reads at its entry's `step`.
 pub struct BatchTable {
     group: wgpu::BindGroup,
     stride: u64,
+    run: wgpu::Buffer,
+    step_rows: usize,
 }
 
 /// Group 1 of a dispatch: the batch table, at one batch's entry.
@@ -436,20 +532,22 @@ pub struct BatchBinding<'a> {
 }
 
 impl BatchTable {
-    /// Uploads one entry per `(start, rows)` batch.
-    pub fn new(ctx: &GpuContext, kernels: &Kernels, batches: &[(usize, usize)]) -> Result<BatchTable, GpuError> {
+    /// Uploads `entries`, and a run table with `dropout` and `step_rows` steps (zero until
+    /// written).
+    pub fn new(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        entries: &[BatchEntry],
+        step_rows: usize,
+        dropout: &Dropout,
+    ) -> Result<BatchTable, GpuError> {
         let entry_size = std::mem::size_of::<BatchEntry>();
-        let stride = (ctx.limits.min_storage_buffer_offset_alignment as usize).max(entry_size);
-        let mut bytes = vec![0u8; batches.len() * stride];
-        for (index, &(start, rows)) in batches.iter().enumerate() {
-            let entry = BatchEntry {
-                start: start as u32,
-                rows: rows as u32,
-                metrics_slot: index as u32,
-                _pad: 0,
-            };
+        let alignment = ctx.limits.min_storage_buffer_offset_alignment as usize;
+        let stride = entry_size.next_multiple_of(alignment);
+        let mut bytes = vec![0u8; entries.len() * stride];
+        for (index, entry) in entries.iter().enumerate() {
             let at = index * stride;
-            bytes[at..at + entry_size].copy_from_slice(bytemuck::bytes_of(&entry));
+            bytes[at..at + entry_size].copy_from_slice(bytemuck::bytes_of(entry));
         }
         if bytes.len() as u64 > ctx.limits.max_buffer_size {
             return Err(GpuError::BufferTooLarge {
@@ -463,22 +561,47 @@ impl BatchTable {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let buffer = ctx.buffer("batch table", bytes.len() as u64, usage)?;
         ctx.queue.write_buffer(&buffer, 0, &bytes);
+        let run_bytes = (STEPS_OFFSET + step_rows.max(1) * std::mem::size_of::<StepConstants>()) as u64;
+        ctx.check_binding_size("run table", run_bytes)?;
+        let run = ctx.buffer("run table", run_bytes, usage)?;
+        ctx.queue
+            .write_buffer(&run, 0, bytemuck::bytes_of(&DropoutParams::new(dropout)));
         let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("batch table"),
             layout: &kernels.batch_layout,
-            entries: &[wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &buffer,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(entry_size as u64),
-                }),
-            }],
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(entry_size as u64),
+                    }),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: run.as_entire_binding(),
+                },
+            ],
         });
         Ok(BatchTable {
             group,
             stride: stride as u64,
+            run,
+            step_rows,
         })
+    }
+
+    /// Writes the step table: `steps[b]` for training batch b. Ordered before the next submit.
+    pub fn write_steps(&self, ctx: &GpuContext, steps: &[StepConstants]) {
+        assert!(
+            steps.len() <= self.step_rows,
+            "{} steps for a step table of {}",
+            steps.len(),
+            self.step_rows
+        );
+        ctx.queue
+            .write_buffer(&self.run, STEPS_OFFSET as u64, bytemuck::cast_slice(steps));
     }
 
     /// Group 1 for batch `index`.
@@ -502,6 +625,10 @@ pub struct Kernels {
     pub matmul: Matmul,
     pub output_loss: OutputLoss,
     pub sgd_update: SgdUpdate,
+    pub momentum_update: MomentumUpdate,
+    pub rmsprop_update: RmspropUpdate,
+    pub adam_update: AdamUpdate,
+    pub adamw_update: AdamUpdate,
 }
 
 impl Kernels {
@@ -519,6 +646,10 @@ impl Kernels {
             matmul: Matmul::new(ctx, &batch_layout, variant)?,
             output_loss: OutputLoss::new(ctx, &batch_layout)?,
             sgd_update: SgdUpdate::new(ctx, &batch_layout)?,
+            momentum_update: MomentumUpdate::new(ctx, &batch_layout)?,
+            rmsprop_update: RmspropUpdate::new(ctx, &batch_layout)?,
+            adam_update: AdamUpdate::new(ctx, &batch_layout, "adam_update")?,
+            adamw_update: AdamUpdate::new(ctx, &batch_layout, "adamw_update")?,
             batch_layout,
         })
     }

@@ -5,12 +5,14 @@
 //! Needs python3 with numpy and safetensors (`python3 -m pip install numpy safetensors`; `.ci/run`
 //! installs them). Without them the test fails and says so: it is never skipped.
 
+mod common;
+
+use common::ok as gpu_mlp;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/load_model.py");
 
 fn python_ready() {
@@ -24,21 +26,6 @@ fn python_ready() {
          run `python3 -m pip install numpy safetensors`\n{}",
         String::from_utf8_lossy(&probe.stderr)
     );
-}
-
-fn gpu_mlp(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gpu-mlp {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn json(text: &str) -> Value {

@@ -5,7 +5,7 @@
 
 use gpu_mlp::backend::{Backend, Workload};
 use gpu_mlp::cpu::CpuBackend;
-use gpu_mlp::data::{load_mnist, Dataset, Mnist};
+use gpu_mlp::data::Mnist;
 use gpu_mlp::data::{Normalize, Standardization};
 use gpu_mlp::dropout::Dropout;
 use gpu_mlp::gpu::GpuBackend;
@@ -20,72 +20,14 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output as ProcessOutput};
 use std::sync::LazyLock;
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
+mod common;
 
-static MNIST: LazyLock<Mnist> = LazyLock::new(|| {
-    load_mnist(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))).expect("MNIST in data/mnist")
-});
+use common::{arg, command, fails, ok, run as gpu_mlp, text};
 
-/// Runs the binary (Mesa quiet, no backtraces, so a panic shows its usual hint).
-fn gpu_mlp(args: &[&str]) -> ProcessOutput {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        command.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    command.output().expect("the gpu-mlp binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(args: &[&str], out: &ProcessOutput) -> String {
-    format!(
-        "gpu-mlp {}\n  status: {}\n  stdout: {}\n  stderr: {}",
-        args.join(" "),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-/// Runs `args`, which must succeed; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = gpu_mlp(args);
-    assert!(out.status.success(), "failed\n{}", describe(args, &out));
-    text(&out.stdout)
-}
-
-/// Runs `args`, which must fail with status 1 and one `error:` line, no panic, mentioning every
-/// needle. Returns the line.
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let out = gpu_mlp(args);
-    let context = describe(args, &out);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "wrong exit status\n{context}");
-    assert!(!stderr.contains("panicked"), "it panicked\n{context}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "not one error line\n{context}");
-    for needle in needles {
-        assert!(
-            errors[0].contains(needle),
-            "the error does not mention {needle:?}\n{context}"
-        );
-    }
-    errors[0].to_string()
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
+static MNIST: LazyLock<&'static Mnist> = LazyLock::new(common::mnist);
 
 fn load(path: &Path) -> Checkpoint {
     Checkpoint::load(path, &SpecHints::default()).expect("a model file")
@@ -615,34 +557,12 @@ fn test_pngs(dir: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
-    let mut bytes = magic.to_be_bytes().to_vec();
-    for d in dims {
-        bytes.extend(d.to_be_bytes());
-    }
-    bytes.extend(body);
-    bytes
-}
-
 /// A data folder whose test set is the first `n` MNIST test images (and a small training set).
 fn data_dir_with_test(dir: &Path, n: usize) -> PathBuf {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let write = |name: &str, set: &Dataset| {
-        let count = set.len() as u32;
-        std::fs::write(
-            data.join(format!("{name}-images-idx3-ubyte")),
-            idx(0x803, &[count, 28, 28], &set.images),
-        )
-        .unwrap();
-        std::fs::write(
-            data.join(format!("{name}-labels-idx1-ubyte")),
-            idx(0x801, &[count], &set.labels),
-        )
-        .unwrap();
-    };
-    write("train", &MNIST.train.truncated(100));
-    write("t10k", &MNIST.test.truncated(n));
+    common::write_idx_pair(&data, "train", &MNIST.train.truncated(100));
+    common::write_idx_pair(&data, "t10k", &MNIST.test.truncated(n));
     data
 }
 
@@ -1106,10 +1026,8 @@ fn atomic_save_never_leaves_a_partial_file_when_killed() {
     let path = dir.path().join("model.safetensors");
     std::fs::copy(trained(), &path).unwrap();
     let before = std::fs::read(&path).unwrap();
-    let mut child = Command::new(BIN)
-        .args(SMALL)
+    let mut child = command(&SMALL)
         .args(["--epochs", "1", "--train-examples", "500", "--save", arg(&path)])
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .env(gpu_mlp::model::SLOW_SAVE_ENV, "300")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

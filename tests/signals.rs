@@ -5,6 +5,10 @@
 
 #![cfg(unix)]
 
+mod common;
+
+use common::{arg, command, BIN};
+
 use gpu_mlp::model::{Checkpoint, SpecHints};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -12,21 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command.args(args).env_remove("RUST_BACKTRACE");
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        command.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    command
-}
 
 /// A run in the background, its stdout lines coming through a channel.
 struct Running {

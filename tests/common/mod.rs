@@ -13,7 +13,8 @@ use gpu_mlp::network::{Activation, Init, Loss, NetworkSpec, Output};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output as ProcessOutput};
 use std::sync::LazyLock;
 
 // ---------------------------------------------------------------------------------------------
@@ -32,6 +33,68 @@ pub fn mnist_dir() -> PathBuf {
 pub fn mnist() -> &'static Mnist {
     static MNIST: LazyLock<Mnist> = LazyLock::new(|| load_mnist(&mnist_dir()).expect("MNIST in data/mnist"));
     &MNIST
+}
+
+/// The binary with `args`, backtraces off so that a panic shows its usual hint. Nothing else is
+/// set: the program quiets Mesa itself (its XDG_RUNTIME_DIR note), so the tests do not.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    command
+}
+
+/// Runs the binary with `args` to its end.
+pub fn run(args: &[&str]) -> ProcessOutput {
+    command(args).output().expect("the gpu-mlp binary runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A run's command line, status and output, for a failed assertion's message.
+pub fn describe(args: &[&str], out: &ProcessOutput) -> String {
+    format!(
+        "gpu-mlp {}\n  status: {}\n  stdout: {}\n  stderr: {}",
+        args.join(" "),
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Runs `args`, which must succeed; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "failed\n{}", describe(args, &out));
+    text(&out.stdout)
+}
+
+/// Runs `args`, which must fail with status 1 and exactly one `error:` line on stderr, no panic,
+/// mentioning every needle. Returns that line.
+pub fn fails(args: &[&str], needles: &[&str]) -> String {
+    let out = run(args);
+    let context = describe(args, &out);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "wrong exit status\n{context}");
+    assert!(!stderr.contains("panicked"), "it panicked\n{context}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "not one error line\n{context}");
+    for needle in needles {
+        assert!(
+            errors[0].contains(needle),
+            "the error does not mention {needle:?}\n{context}"
+        );
+    }
+    errors[0].to_string()
+}
+
+/// A temporary path as a command-line argument.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,6 +347,28 @@ pub fn idx_labels(count: u32, labels: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(&count.to_be_bytes());
     bytes.extend_from_slice(labels);
     bytes
+}
+
+/// An IDX file: `magic`, then each of `dims` (big-endian u32), then `body`.
+pub fn idx_file(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut bytes = magic.to_be_bytes().to_vec();
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend(body);
+    bytes
+}
+
+/// Writes `set` as the IDX image and label files `{name}-images-idx3-ubyte` and
+/// `{name}-labels-idx1-ubyte` in `dir` (`name` is `train` or `t10k`).
+pub fn write_idx_pair(dir: &Path, name: &str, set: &Dataset) {
+    let count = u32::try_from(set.len()).expect("a test set under 2^32 examples");
+    let (rows, cols) = (28, 28);
+    assert_eq!(set.images.len(), set.len() * rows * cols, "28×28 images");
+    let images = idx_file(2051, &[count, rows as u32, cols as u32], &set.images);
+    std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), images).unwrap();
+    let labels = idx_file(2049, &[count], &set.labels);
+    std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), labels).unwrap();
 }
 
 /// Labels 0, 1, … 9, 0, 1, …: `count` of them.

@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    assert_close, bits, digit_labels, gzip, idx_images, idx_labels, json_objects, BIN, TEST_IMAGES, TEST_LABELS,
-    TRAIN_IMAGES, TRAIN_LABELS,
+    assert_close, bits, describe, digit_labels, gzip, idx_images, idx_labels, json_objects, text, BIN, TEST_IMAGES,
+    TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
 use gpu_mlp::gpu::context::{list_adapters, AdapterKind};
 use gpu_mlp::model::{Checkpoint, SpecHints};
@@ -36,20 +36,6 @@ fn gpu_mlp(args: &[&str]) -> Output {
         .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .expect("the gpu-mlp binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(args: &[&str], out: &Output) -> String {
-    format!(
-        "gpu-mlp {}\n  status: {}\n  stdout: {}\n  stderr: {}",
-        args.join(" "),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 /// Lines of a run's stdout that report an epoch, as text or as JSON.

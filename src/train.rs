@@ -165,6 +165,10 @@ pub trait Observer: Send {
     fn batch_done(&mut self, _batch: usize) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
+    /// After each epoch's metrics are read, before the epoch's report: each batch trained this
+    /// epoch, from `first` (as [`Observer::epoch_started`] gave it), as its summed loss and its
+    /// correct count (what the web page's chart draws between epochs).
+    fn batches_trained(&mut self, _epoch: usize, _first: usize, _batch_loss: &[f32], _batch_correct: &[u32]) {}
     /// After each finished epoch, with the position a checkpoint would store and the backend
     /// that holds the parameters. `Break` stops the run here.
     fn epoch_done(
@@ -256,6 +260,7 @@ pub async fn run_async(
             }
         }
         let metrics = backend.end_epoch_async().await?;
+        observer.batches_trained(epoch, first, &metrics.batch_loss, &metrics.batch_correct);
         let seconds = started.elapsed().as_secs_f64();
         if let Some(b) = metrics.batch_loss.iter().position(|loss| !loss.is_finite()) {
             return Err(Error::Diverged {

@@ -37,7 +37,7 @@ async function start() {
     adapter = await gpu.adapter();
     const info = (await navigator.gpu.requestAdapter())?.info;
     const name = [info?.vendor, info?.architecture, info?.description].filter(Boolean).join(' ');
-    if (name) adapter = `${name} — wgpu: ${adapter.trim()}`;
+    if (name) adapter = `${name} (wgpu: ${adapter})`;
   } catch (e) {
     const why = `The browser has WebGPU but gave no adapter (${e.message}): its GPU may be blocked or disabled.`;
     noWebGpu(why);
@@ -134,10 +134,22 @@ function drawChart(epochs) {
   const g = canvas.getContext('2d');
   g.scale(ratio, ratio);
   g.clearRect(0, 0, w, h);
-  const pad = { l: 44, r: 48, t: 12, b: 28 };
+  const pad = { l: 44, r: 48, t: 26, b: 28 };
   const pw = w - pad.l - pad.r, ph = h - pad.t - pad.b;
   const n = Math.max(epochs, 1);
-  const maxLoss = Math.max(0.5, ...history.map((r) => r.train_loss), ...history.map((r) => r.test_loss ?? 0)) * 1.1;
+  // Each batch's mean loss, at its place in the run (epoch e's batch b of n at e − 1 + (b + 1)/n),
+  // smoothed over 10 batches; the epochs' figures as dots on lines.
+  const curve = [];
+  for (const r of history) {
+    const n = r.batch_loss.length, first = r.batches - n;
+    let window = [];
+    r.batch_loss.forEach((loss, i) => {
+      window.push(loss);
+      if (window.length > 10) window.shift();
+      curve.push([r.epoch - 1 + (first + i + 1) / r.batches, window.reduce((a, b) => a + b, 0) / window.length]);
+    });
+  }
+  const maxLoss = Math.max(0.5, ...curve.map(([, l]) => l), ...history.map((r) => r.train_loss)) * 1.1;
   const x = (epoch) => pad.l + (pw * epoch) / n;
   const yLoss = (v) => pad.t + ph * (1 - v / maxLoss);
   const yAcc = (v) => pad.t + ph * (1 - v);
@@ -156,10 +168,15 @@ function drawChart(epochs) {
   for (let e = 0; e <= n; e += step) g.fillText(String(e), x(e), h - 10);
   g.fillText('epoch', pad.l + pw / 2, h - 0.5);
   const series = [
-    { key: 'train_loss', y: yLoss, color: '#e0702b', label: 'training loss' },
+    { key: 'train_loss', y: yLoss, color: '#e0702b', label: 'training loss (each batch; each epoch)' },
     { key: 'train_accuracy', y: yAcc, color: '#8fb3ee', label: 'training accuracy' },
     { key: 'test_accuracy', y: yAcc, color: '#2f6fdb', label: 'test accuracy' },
   ];
+  g.strokeStyle = 'rgba(224, 112, 43, 0.45)';
+  g.lineWidth = 1.25;
+  g.beginPath();
+  curve.forEach(([e, l], i) => (i ? g.lineTo(x(e), yLoss(l)) : g.moveTo(x(e), yLoss(l))));
+  g.stroke();
   let legendX = pad.l + 8;
   for (const s of series) {
     const points = history.filter((r) => r[s.key] != null).map((r) => [x(r.epoch), s.y(r[s.key])]);
@@ -169,10 +186,10 @@ function drawChart(epochs) {
     points.forEach(([px, py], i) => (i ? g.lineTo(px, py) : g.moveTo(px, py)));
     g.stroke();
     for (const [px, py] of points) { g.beginPath(); g.arc(px, py, 3, 0, 2 * Math.PI); g.fill(); }
-    g.fillRect(legendX, pad.t + 4, 14, 3);
+    g.fillRect(legendX, 6, 14, 3);
     g.fillStyle = '#1d2330';
     g.textAlign = 'left';
-    g.fillText(s.label, legendX + 18, pad.t + 9);
+    g.fillText(s.label, legendX + 18, 11);
     legendX += g.measureText(s.label).width + 34;
   }
 }

@@ -20,6 +20,7 @@ use gpu_mlp::init;
 use gpu_mlp::model::{Checkpoint, Model, ModelInfo, SpecHints};
 use gpu_mlp::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
 use gpu_mlp::preprocess;
+use gpu_mlp::report::thousands;
 use gpu_mlp::train::{self, EpochReport, Observer, Position, Schedule};
 use serde_json::json;
 use std::cell::RefCell;
@@ -62,7 +63,11 @@ pub async fn adapter() -> Result<String, JsError> {
     let first = adapters
         .first()
         .ok_or_else(|| JsError::new("the browser offers no WebGPU adapter"))?;
-    Ok(format!("{} ({}, {})", first.name, first.backend, first.device_type).replace(" ()", ""))
+    let kind = format!("{}, {}", first.backend, first.device_type);
+    Ok(match first.name.trim() {
+        "" => kind,
+        name => format!("{name} ({kind})"),
+    })
 }
 
 /// Parses the four MNIST files' bytes (gzip or raw IDX) and keeps them; returns what was loaded.
@@ -88,7 +93,11 @@ pub fn load_data(
         &named("t10k-labels-idx1-ubyte"),
     )
     .map_err(js_error)?;
-    let summary = format!("{} training and {} test images", train.len(), test.len());
+    let summary = format!(
+        "{} training and {} test images",
+        thousands(train.len() as u64),
+        thousands(test.len() as u64)
+    );
     STATE.with_borrow_mut(|state| {
         state.train = Some(train);
         state.test = Some(test);
@@ -111,9 +120,13 @@ struct Settings {
     seed: u64,
 }
 
-/// Hands each epoch's report to the page's callback, as JSON.
+/// Hands each epoch's report to the page's callback, as JSON, with the mean loss of each of the
+/// epoch's batches (`batch_loss`) for the chart.
 struct PageObserver {
     on_epoch: js_sys::Function,
+    batch_size: usize,
+    examples: usize,
+    batch_loss: Vec<f32>,
 }
 
 // SAFETY: `Observer` asks for `Send` because the command line's observers are shared with a
@@ -121,13 +134,24 @@ struct PageObserver {
 unsafe impl Send for PageObserver {}
 
 impl Observer for PageObserver {
+    fn batches_trained(&mut self, _epoch: usize, first: usize, batch_loss: &[f32], _batch_correct: &[u32]) {
+        let rows = |b: usize| (self.examples - b * self.batch_size).min(self.batch_size) as f32;
+        self.batch_loss = batch_loss
+            .iter()
+            .enumerate()
+            .map(|(i, &loss)| loss / rows(first + i))
+            .collect();
+    }
+
     fn epoch_done(
         &mut self,
         report: &EpochReport,
         _position: &Position,
         _backend: &mut dyn Backend,
     ) -> gpu_mlp::error::Result<ControlFlow<()>> {
-        let text = serde_json::to_string(report).expect("a report is JSON");
+        let mut message = serde_json::to_value(report).expect("a report is JSON");
+        message["batch_loss"] = json!(std::mem::take(&mut self.batch_loss));
+        let text = message.to_string();
         // A callback that throws is the page's problem; training goes on.
         let _ = self.on_epoch.call1(&JsValue::NULL, &JsValue::from_str(&text));
         Ok(ControlFlow::Continue(()))
@@ -177,7 +201,12 @@ pub async fn train(settings: String, on_epoch: js_sys::Function) -> Result<Strin
     let context = GpuContext::open(|_| {}).await.map_err(js_error)?;
     let mut backend = GpuBackend::with_context(context, work, &initial).map_err(js_error)?;
     let adapter = backend.adapter();
-    let mut observer = PageObserver { on_epoch };
+    let mut observer = PageObserver {
+        on_epoch,
+        batch_size: settings.batch,
+        examples: train.len(),
+        batch_loss: Vec::new(),
+    };
     let outcome = train::run_async(&mut backend, &work, &schedule, start, &mut observer)
         .await
         .map_err(js_error)?;

@@ -19,7 +19,7 @@
 import puppeteer from 'puppeteer-core';
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, extname, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,8 +43,9 @@ for (const [what, path] of [['Chromium', chromium], ['gpu-mlp', binary], ['the w
 // A static server for the repository's root, as scripts/web.sh serves it.
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.gz': 'application/gzip' };
 const server = createServer((request, response) => {
-  const path = resolve(root, '.' + decodeURIComponent(new URL(request.url, 'http://x').pathname));
-  if (!path.startsWith(root + sep) || !existsSync(path) || path.endsWith(sep)) {
+  let path = resolve(root, '.' + decodeURIComponent(new URL(request.url, 'http://x').pathname));
+  if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'index.html');
+  if (!path.startsWith(root + sep) || !existsSync(path)) {
     response.writeHead(404).end();
     return;
   }
@@ -65,7 +66,7 @@ const browser = await puppeteer.launch({
 let exitCode = 1;
 try {
   const page = await browser.newPage();
-  await page.setViewport({ width: 1180, height: 860 });
+  await page.setViewport({ width: 1200, height: 760 });
   page.on('console', (m) => m.type() === 'error' && console.error(`page console: ${m.text()}`));
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
   await page.goto(url);
@@ -74,7 +75,7 @@ try {
   const adapter = await page.evaluate(() => window.gpuMlp.ready).catch((e) => fail(`the page has no WebGPU adapter: ${e.message}`));
   const data = await page.$eval('#data', (e) => e.textContent);
   step(`adapter: ${adapter}; data: ${data}`);
-  if (!/60000 training and 10000 test images/.test(data)) fail(`MNIST did not load: ${data}`);
+  if (!/60,000 training and 10,000 test images/.test(data)) fail(`MNIST did not load: ${data}`);
 
   // 2. Parity with the native GPU path: 10 steps from the same seed and data.
   const parity = { widths: '784-64-10', batch: 100, lr: 0.1, seed: 7, train_examples: 1000, test_examples: 0 };
@@ -129,17 +130,21 @@ try {
   await uploadModel(page, cliModel);
   step(`loaded ${await page.$eval('#model', (e) => e.textContent)}`);
   for (const digit of ['1', '7']) {
-    const { shown, png } = await draw(page, digit);
+    const { shown, png, probabilities } = await draw(page, digit);
     if (Buffer.compare(png, drawings[digit]) !== 0) fail(`drawing the ${digit} again gave another image`);
     const file = join(work, `drawn-${digit}.png`);
     writeFileSync(file, png);
     const said = JSON.parse(gpuMlp('predict', '--model', cliModel, '--json', file).trim().split('\n')[0]);
-    step(`the CLI model: page ${shown}, gpu-mlp predict ${said.prediction ?? said.digit ?? JSON.stringify(said)}`);
-    if (String(said.prediction ?? said.digit) !== shown) fail(`the page predicts ${shown} for the drawn ${digit}, gpu-mlp predict ${JSON.stringify(said)}`);
+    const top = said.top3.map((t) => `${t.class}: ${(100 * t.probability).toFixed(2)}% (page ${(100 * probabilities[t.class]).toFixed(2)}%)`);
+    step(`the CLI model on the drawn ${digit}: page ${shown}, gpu-mlp predict ${said.predicted}; ${top.join(', ')}`);
+    if (String(said.predicted) !== shown) fail(`the page predicts ${shown} for the drawn ${digit}, gpu-mlp predict ${JSON.stringify(said)}`);
+    for (const t of said.top3) {
+      if (!(Math.abs(probabilities[t.class] - t.probability) <= 1e-4)) fail(`class ${t.class}'s probability: page ${probabilities[t.class]}, gpu-mlp predict ${t.probability}`);
+    }
   }
 
   // 6. The screenshot, with the CLI model's prediction of the 7 on show.
-  await page.screenshot({ path: join(root, 'web/screenshot.png') });
+  await page.screenshot({ path: join(root, 'web/screenshot.png'), fullPage: true });
   step('saved web/screenshot.png');
   console.log('PASS');
   exitCode = 0;
@@ -178,8 +183,8 @@ async function draw(page, digit) {
     for (const [x, y] of stroke.slice(1)) await page.mouse.move(box.x + x, box.y + y, { steps: 12 });
     await page.mouse.up();
   }
-  await page.evaluate(() => window.gpuMlp.predict());
+  const { probabilities } = await page.evaluate(() => window.gpuMlp.predict());
   const shown = await page.$eval('#digit', (e) => e.textContent);
   const png = Buffer.from(await page.evaluate(() => window.gpuMlp.drawingPng()));
-  return { shown, png };
+  return { shown, png, probabilities };
 }

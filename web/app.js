@@ -16,6 +16,7 @@ function noWebGpu(why) {
   $('nogpu-why').textContent = why;
   $('adapter').textContent = 'none';
   $('adapter').className = 'error';
+  $('data').textContent = 'not loaded: training needs WebGPU';
 }
 
 async function start() {

@@ -6,6 +6,7 @@
 // target/release/gpu-mlp), KEEP=dir to keep what the test writes.
 //
 // Steps, each a check that fails with its reason (a missing adapter is a failure, never a pass):
+//  0. without WebGPU, the page says so and what to do;
 //  1. the page finds a WebGPU adapter and loads MNIST;
 //  2. parity: 10 training steps (784-64-10, batch 100 on the first 1,000 images, seed 7) in the
 //     page give the weights `gpu-mlp train --device gpu` gives natively from the same seed and data,
@@ -56,6 +57,22 @@ await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
 const url = `http://127.0.0.1:${server.address().port}/web/`;
 
 const gpuMlp = (...args) => execFileSync(binary, args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+
+// 0. Without WebGPU (Chromium without --enable-unsafe-webgpu offers no adapter on Linux) the
+// page says so, and what to do.
+{
+  const plain = await puppeteer.launch({ executablePath: chromium, headless: true, args: ['--no-sandbox'] });
+  try {
+    const page = await plain.newPage();
+    await page.goto(url);
+    const outcome = await page.evaluate(() => window.gpuMlp.ready.then((a) => `an adapter: ${a}`, (e) => e.message));
+    const message = await page.$eval('#nogpu', (e) => (getComputedStyle(e).display === 'none' ? '' : e.innerText));
+    if (!/What to do: .*enable-unsafe-webgpu/s.test(message)) fail(`without WebGPU the page shows no advice (it found ${outcome})`);
+    step(`without WebGPU the page says: ${message.split('\n').filter(Boolean).slice(0, 2).join(' / ')}`);
+  } finally {
+    await plain.close();
+  }
+}
 
 const browser = await puppeteer.launch({
   executablePath: chromium,

@@ -131,6 +131,8 @@ try {
   step(`trained: ${log}`);
   const accuracy = Number((/test accuracy ([\d.]+)%/.exec(log) || [])[1]);
   if (!(accuracy >= 85)) fail(`the page shows a test accuracy of ${accuracy}% (< 85%): ${log}`);
+  // As natively: the epoch recorded in one pass, submitted once, its metrics read back once.
+  if (!/\(\d[\d,]* images\/s, 1 submit, 1 readback\)/.test(log)) fail(`an epoch in the page is not 1 submit and 1 readback: ${log}`);
 
   // 4. Draw a "1" and a "7".
   const drawings = {};

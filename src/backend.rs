@@ -161,6 +161,9 @@ pub struct EpochMetrics {
     pub counters: Option<GpuCounters>,
 }
 
+/// A future that stays on its thread (wgpu's futures on the web are not `Send`).
+pub type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
 /// Called after each training step with the batch's index; `Break` stops the epoch after it.
 pub type AfterBatch<'a> = dyn FnMut(usize) -> std::ops::ControlFlow<()> + Send + 'a;
 
@@ -259,6 +262,12 @@ pub trait Backend {
     fn evaluate(&mut self, split: Split) -> Result<()>;
     /// Ends the epoch: waits for the device and reads the epoch's metrics (the one readback).
     fn end_epoch(&mut self) -> Result<EpochMetrics>;
+    /// [`Backend::end_epoch`] for a caller that must not block (the web, where the browser maps
+    /// the buffer while the page waits). A backend that finishes its epoch synchronously (the
+    /// CPU) needs nothing more than this default.
+    fn end_epoch_async(&mut self) -> LocalFuture<'_, Result<EpochMetrics>> {
+        Box::pin(std::future::ready(self.end_epoch()))
+    }
     /// The current parameters, in the flat layout of [`crate::network::ParamLayout`].
     fn parameters(&mut self) -> Result<Vec<f32>>;
     /// The logits `Z_L` of every example of a held-out split with the current parameters,

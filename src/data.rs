@@ -211,7 +211,12 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
 /// Reads one IDX image file (magic 2051, gz or raw) and returns (pixels, count).
 /// Requires rows = cols = 28, so the pixels are `count × 784` bytes.
 pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, usize), DataError> {
-    let mut stream = IdxStream::open(path, MAX_FILE_BYTES)?;
+    idx_images(IdxStream::open(path, MAX_FILE_BYTES)?)
+}
+
+/// The images of an opened IDX stream.
+fn idx_images(mut stream: IdxStream) -> Result<(Vec<u8>, usize), DataError> {
+    let path = stream.path;
     let header = stream.header(IMAGES_MAGIC, IMAGES_HEADER)?;
     let count = be_u32(&header, 4);
     let (rows, cols) = (be_u32(&header, 8), be_u32(&header, 12));
@@ -229,7 +234,12 @@ pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, usize), DataError> {
 
 /// Reads one IDX label file (magic 2049, gz or raw); every label must be < 10.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut stream = IdxStream::open(path, MAX_FILE_BYTES)?;
+    idx_labels(IdxStream::open(path, MAX_FILE_BYTES)?)
+}
+
+/// The labels of an opened IDX stream.
+fn idx_labels(mut stream: IdxStream) -> Result<Vec<u8>, DataError> {
+    let path = stream.path;
     let header = stream.header(LABELS_MAGIC, LABELS_HEADER)?;
     let count = be_u32(&header, 4);
     let labels = stream.body("label", count, u64::from(count))?;
@@ -443,7 +453,15 @@ fn not_a_file(path: &Path) -> Option<&'static str> {
         Err(_) => return None,
     };
     let kind = meta.file_type();
+    #[cfg(unix)]
     use std::os::unix::fs::FileTypeExt;
+    #[cfg(not(unix))]
+    return (!kind.is_file()).then_some(if kind.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    });
+    #[cfg(unix)]
     match () {
         _ if kind.is_file() => None,
         _ if kind.is_dir() => Some("a folder"),
@@ -468,8 +486,39 @@ fn same_data(a: &Path, b: &Path) -> bool {
 
 /// Loads an image file and its label file, and checks they describe the same examples.
 fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset, DataError> {
-    let (images, image_count) = read_idx_images(images_path)?;
+    let images = read_idx_images(images_path)?;
     let labels = read_idx_labels(labels_path)?;
+    pair(images, labels, images_path, labels_path)
+}
+
+/// [`load_pair`] from the two files' bytes (gzip or raw, told apart as files are), as a web page
+/// fetches them; the paths name them in errors.
+pub fn dataset_from_bytes(
+    images: Vec<u8>,
+    labels: Vec<u8>,
+    images_path: &Path,
+    labels_path: &Path,
+) -> Result<Dataset, DataError> {
+    let images = idx_images(IdxStream::from_reader(
+        images_path,
+        io::Cursor::new(images),
+        MAX_FILE_BYTES,
+    )?)?;
+    let labels = idx_labels(IdxStream::from_reader(
+        labels_path,
+        io::Cursor::new(labels),
+        MAX_FILE_BYTES,
+    )?)?;
+    pair(images, labels, images_path, labels_path)
+}
+
+/// Checks that images and labels describe the same examples.
+fn pair(
+    (images, image_count): (Vec<u8>, usize),
+    labels: Vec<u8>,
+    images_path: &Path,
+    labels_path: &Path,
+) -> Result<Dataset, DataError> {
     if image_count != labels.len() {
         return Err(DataError::CountMismatch {
             images: images_path.to_path_buf(),
@@ -521,7 +570,12 @@ impl<'p> IdxStream<'p> {
                 source,
             },
         })?;
-        let mut file = BufReader::new(file);
+        IdxStream::from_reader(path, BufReader::new(file), limit)
+    }
+
+    /// The stream of an IDX file's contents, `file`, however they were obtained (from disk, or
+    /// fetched by a web page); `path` names it in errors.
+    fn from_reader(path: &'p Path, mut file: impl BufRead + 'static, limit: u64) -> Result<IdxStream<'p>, DataError> {
         let first = file.fill_buf().map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,

@@ -34,6 +34,7 @@ pub enum Error {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     MetricsFile(#[from] crate::metrics_file::MetricsFileError),
+    #[cfg(feature = "native")]
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
     #[error(transparent)]

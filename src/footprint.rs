@@ -158,8 +158,9 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// What this process can allocate now: the machine's available memory, or less where a
+    /// What this process can allocate now (native only: the web has no such query): the machine's available memory, or less where a
     /// cgroup or an address-space limit (`ulimit -v`, `prlimit --as`) says so.
+    #[cfg(feature = "native")]
     pub fn available() -> Memory {
         use sysinfo::{MemoryRefreshKind, RefreshKind, System};
         let system =
@@ -189,6 +190,7 @@ impl Memory {
 }
 
 /// Bytes of address space left under RLIMIT_AS, if one is set.
+#[cfg(feature = "native")]
 fn address_space_left() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

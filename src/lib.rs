@@ -6,7 +6,9 @@
 //! and [`backend::BatchOps`] traits that each device implements.
 
 pub mod backend;
+#[cfg(feature = "native")]
 pub mod bench;
+#[cfg(feature = "native")]
 pub mod cli;
 pub mod cpu;
 pub mod data;
@@ -20,9 +22,12 @@ pub mod metrics_file;
 pub mod model;
 pub mod network;
 pub mod optim;
+#[cfg(feature = "native")]
 pub mod plot;
 pub mod preprocess;
+#[cfg(feature = "native")]
 pub mod progress;
 pub mod report;
+#[cfg(feature = "native")]
 pub mod signals;
 pub mod train;

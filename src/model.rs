@@ -48,7 +48,9 @@ use safetensors::tensor::{Dtype, SafeTensorError, TensorView};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::io::{self, Write};
+use std::io;
+#[cfg(feature = "native")]
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use thiserror::Error;
@@ -422,6 +424,7 @@ impl Checkpoint {
     }
 
     /// Writes the file atomically (see [`save_atomic`]).
+    #[cfg(feature = "native")]
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes().map_err(|e| ModelError::Write {
             path: path.into(),
@@ -1116,6 +1119,7 @@ fn check_no_extra_tensors(
 /// fsynced, then renamed over `path`, then the folder fsynced so the rename itself is durable.
 /// A process killed at any moment leaves `path` as it was or as it is now, never half written
 /// (what it may leave is a stray `.NAME.*.tmp` beside it).
+#[cfg(feature = "native")]
 pub fn save_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -1151,6 +1155,7 @@ pub fn save_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// fsyncs a folder, making a rename inside it durable (a no-op where folders cannot be opened).
+#[cfg(feature = "native")]
 fn sync_folder(folder: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {

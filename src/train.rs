@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::ops::ControlFlow;
-use std::time::Instant;
+use web_time::Instant;
 
 /// The shape of the learning rate over a run (`--lr-schedule`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -165,6 +165,10 @@ pub trait Observer: Send {
     fn batch_done(&mut self, _batch: usize) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
+    /// After each epoch's metrics are read, before the epoch's report: each batch trained this
+    /// epoch, from `first` (as [`Observer::epoch_started`] gave it), as its summed loss and its
+    /// correct count (what the web page's chart draws between epochs).
+    fn batches_trained(&mut self, _epoch: usize, _first: usize, _batch_loss: &[f32], _batch_correct: &[u32]) {}
     /// After each finished epoch, with the position a checkpoint would store and the backend
     /// that holds the parameters. `Break` stops the run here.
     fn epoch_done(
@@ -191,9 +195,22 @@ pub struct Outcome {
 /// Trains `work` on `backend` from `position` until `schedule.epochs` epochs are done, or until
 /// `observer` stops it. Stops with [`Error::Diverged`] at the first epoch whose loss is not
 /// finite.
+#[cfg(feature = "native")]
 pub fn run(
     backend: &mut dyn Backend,
     work: &Workload,
+    schedule: &Schedule,
+    position: Position,
+    observer: &mut dyn Observer,
+) -> Result<Outcome> {
+    pollster::block_on(run_async(backend, work, schedule, position, observer))
+}
+
+/// [`run`], awaiting each epoch's end instead of blocking on it: the one training loop, which
+/// the web awaits and the command line blocks on.
+pub async fn run_async(
+    backend: &mut dyn Backend,
+    work: &Workload<'_>,
     schedule: &Schedule,
     mut position: Position,
     observer: &mut dyn Observer,
@@ -242,7 +259,8 @@ pub fn run(
                 backend.evaluate(Split::Test)?;
             }
         }
-        let metrics = backend.end_epoch()?;
+        let metrics = backend.end_epoch_async().await?;
+        observer.batches_trained(epoch, first, &metrics.batch_loss, &metrics.batch_correct);
         let seconds = started.elapsed().as_secs_f64();
         if let Some(b) = metrics.batch_loss.iter().position(|loss| !loss.is_finite()) {
             return Err(Error::Diverged {
@@ -301,8 +319,10 @@ pub fn run(
 }
 
 /// Calls a closure after each epoch: the simplest observer.
+#[cfg(feature = "native")]
 struct EachEpoch<F>(F);
 
+#[cfg(feature = "native")]
 impl<F: FnMut(&EpochReport) -> Result<()> + Send> Observer for EachEpoch<F> {
     fn epoch_done(&mut self, report: &EpochReport, _: &Position, _: &mut dyn Backend) -> Result<ControlFlow<()>> {
         (self.0)(report)?;
@@ -310,6 +330,7 @@ impl<F: FnMut(&EpochReport) -> Result<()> + Send> Observer for EachEpoch<F> {
     }
 }
 
+#[cfg(feature = "native")]
 /// Trains `work` on `backend` for `schedule.epochs` epochs from the start, shuffling with `rng`
 /// (left as the run leaves it). Calls `on_epoch` after each epoch; returns every epoch's report.
 pub fn train(

@@ -63,6 +63,7 @@ const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
 
 /// `c = a · b` for square `n × n` matrices, the GEMM spread over `threads` threads: the CPU's
 /// ceiling in the benchmarks (the same GEMM code the ops use, at its best).
+#[cfg(feature = "native")]
 pub fn square_matmul(c: &mut [f32], a: &[f32], b: &[f32], n: usize, threads: usize) {
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)

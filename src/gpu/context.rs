@@ -153,15 +153,22 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+async fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
     adapters.sort_by_key(|a| preference(&a.get_info()));
     adapters
 }
 
 /// Every adapter wgpu can see, best first.
+#[cfg(feature = "native")]
 pub fn list_adapters() -> Vec<AdapterSummary> {
+    pollster::block_on(list_adapters_async())
+}
+
+/// [`list_adapters`], without blocking (on the web: the browser's WebGPU adapter, if any).
+pub async fn list_adapters_async() -> Vec<AdapterSummary> {
     adapters(&instance())
+        .await
         .iter()
         .map(|adapter| {
             let info = adapter.get_info();
@@ -177,6 +184,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 }
 
 /// True when a hardware GPU is present (what `--device auto` asks).
+#[cfg(feature = "native")]
 pub fn has_hardware_gpu() -> bool {
     list_adapters().iter().any(|a| a.kind == AdapterKind::Hardware)
 }
@@ -238,15 +246,26 @@ pub struct GpuContext {
 impl GpuContext {
     /// Opens the best adapter: a hardware GPU if there is one, else a software one.
     /// Requests every limit the adapter offers (larger buffers, larger workgroups).
+    #[cfg(feature = "native")]
     pub fn new() -> Result<GpuContext, GpuError> {
         GpuContext::with_limits(|_| {})
     }
 
     /// [`GpuContext::new`], requesting the adapter's limits as `adjust` leaves them: lower ones
     /// make the device behave as a smaller GPU would (what the tests of the limits use).
+    #[cfg(feature = "native")]
     pub fn with_limits(adjust: impl FnOnce(&mut wgpu::Limits)) -> Result<GpuContext, GpuError> {
+        pollster::block_on(GpuContext::open(adjust))
+    }
+
+    /// [`GpuContext::with_limits`], without blocking: what the web awaits.
+    pub async fn open(adjust: impl FnOnce(&mut wgpu::Limits)) -> Result<GpuContext, GpuError> {
         let instance = instance();
-        let adapter = adapters(&instance).into_iter().next().ok_or(GpuError::NoAdapter)?;
+        let adapter = adapters(&instance)
+            .await
+            .into_iter()
+            .next()
+            .ok_or(GpuError::NoAdapter)?;
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         adjust(&mut limits);
@@ -257,8 +276,10 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
         };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&descriptor)).map_err(|e| GpuError::RequestDevice {
+        let (device, queue) = adapter
+            .request_device(&descriptor)
+            .await
+            .map_err(|e| GpuError::RequestDevice {
                 adapter: info.name.clone(),
                 message: e.to_string(),
             })?;
@@ -305,6 +326,7 @@ impl GpuContext {
 
     /// Runs `f` inside a validation + out-of-memory error scope and turns what it caught into
     /// an error made by `describe` (which names the kernel or buffer).
+    #[cfg(feature = "native")]
     pub fn scoped<T>(
         &self,
         f: impl FnOnce() -> T,
@@ -319,6 +341,18 @@ impl GpuContext {
             Some(error) => Err(describe(error)),
             None => Ok(value),
         }
+    }
+
+    /// Without `native` (the web) a scope's result only comes back to a caller that awaits it,
+    /// which these synchronous constructors cannot: `f` runs unscoped, and what it raises reaches
+    /// the uncaptured-error handler, reported by the next [`GpuContext::check`] (every wait).
+    #[cfg(not(feature = "native"))]
+    pub fn scoped<T>(
+        &self,
+        f: impl FnOnce() -> T,
+        _describe: impl FnOnce(wgpu::Error) -> GpuError,
+    ) -> Result<T, GpuError> {
+        Ok(f())
     }
 
     /// Fails if the device was lost or raised an error outside a scope since the last check.
@@ -412,7 +446,13 @@ impl GpuContext {
     }
 
     /// Copies `buffer` (which must have COPY_SRC usage) back to the host: one readback.
+    #[cfg(feature = "native")]
     pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, context: &str) -> Result<Vec<T>, GpuError> {
+        pollster::block_on(self.read_async(buffer, context))
+    }
+
+    /// [`GpuContext::read`], without blocking.
+    pub async fn read_async<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, context: &str) -> Result<Vec<T>, GpuError> {
         let size = buffer.size();
         let staging = self.buffer(
             "readback",
@@ -424,19 +464,29 @@ impl GpuContext {
         });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.submit(encoder.finish());
-        self.map_read(&staging, context)
+        self.map_read_async(&staging, context).await
     }
 
     /// Maps a MAP_READ buffer after the GPU is done with it and copies it out (counted).
+    #[cfg(feature = "native")]
     pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, context: &str) -> Result<Vec<T>, GpuError> {
+        pollster::block_on(self.map_read_async(staging, context))
+    }
+
+    /// [`GpuContext::map_read`], without blocking. Natively the wait polls the device until the
+    /// map is done, so the future is ready at once; on the web the wait returns at once (the
+    /// browser polls) and the future resolves when the browser has mapped the buffer.
+    pub async fn map_read_async<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        context: &str,
+    ) -> Result<Vec<T>, GpuError> {
         self.syncs.maps.fetch_add(1, Ordering::Relaxed);
-        let result = Arc::new(Mutex::new(None));
-        let sink = result.clone();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            *sink.lock().expect("map result") = Some(r)
-        });
+        let (sink, mapped) = callback::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| sink.send(r));
         self.wait(context)?;
-        let mapped = result.lock().expect("map result").take();
+        let mapped = mapped.await;
+        self.check(context)?;
         match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => {
@@ -461,5 +511,50 @@ impl GpuContext {
         };
         staging.unmap();
         Ok(values)
+    }
+}
+
+/// A one-shot channel from a wgpu callback to the future that awaits it (wgpu calls a map's
+/// callback from `poll` natively, from the browser's event loop on the web).
+mod callback {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    type Slot<T> = Arc<Mutex<(Option<T>, Option<Waker>)>>;
+
+    pub struct Sender<T>(Slot<T>);
+    pub struct Receiver<T>(Slot<T>);
+
+    pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        let slot: Slot<T> = Arc::new(Mutex::new((None, None)));
+        (Sender(slot.clone()), Receiver(slot))
+    }
+
+    impl<T> Sender<T> {
+        pub fn send(self, value: T) {
+            let mut slot = self.0.lock().expect("callback slot");
+            slot.0 = Some(value);
+            if let Some(waker) = slot.1.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Resolves to `None` if the callback was dropped without being called.
+    impl<T> Future for Receiver<T> {
+        type Output = Option<T>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            let mut slot = self.0.lock().expect("callback slot");
+            if let Some(value) = slot.0.take() {
+                return Poll::Ready(Some(value));
+            }
+            if Arc::strong_count(&self.0) == 1 {
+                return Poll::Ready(None);
+            }
+            slot.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
     }
 }

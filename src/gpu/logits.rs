@@ -8,8 +8,8 @@ use crate::error::Result;
 use wgpu::BufferUsages as U;
 
 impl GpuBackend {
-    /// `Backend::logits`: examples × classes, row-major.
-    pub(super) fn split_logits(&mut self, split: Split) -> Result<Vec<f32>> {
+    /// `Backend::logits`: examples × classes, row-major, without blocking.
+    pub async fn logits_async(&mut self, split: Split) -> Result<Vec<f32>> {
         assert!(self.pass.is_none(), "logits are read between epochs");
         let part = Part::HeldOut(split);
         let Some(data) = self.splits.get(part) else {
@@ -42,7 +42,7 @@ impl GpuBackend {
             encoder.copy_buffer_to_buffer(&self.logits, 0, &readback, start as u64 * row_bytes, rows * row_bytes);
         }
         self.ctx.submit(encoder.finish());
-        let mut logits: Vec<f32> = self.ctx.map_read(&readback, "reading the logits")?;
+        let mut logits: Vec<f32> = self.ctx.map_read_async(&readback, "reading the logits").await?;
         logits.truncate(examples * classes as usize);
         Ok(logits)
     }

@@ -10,6 +10,7 @@
 pub mod context;
 pub mod kernels;
 mod logits;
+#[cfg(feature = "native")]
 pub mod oneshot;
 
 use crate::backend::{
@@ -37,6 +38,22 @@ fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
             u32::from_le_bytes(word)
         })
         .collect()
+}
+
+/// Natively, waits for `future`. Without `native` (the web) nothing may block: the caller is
+/// told to await `twin`, the method's async counterpart, instead.
+#[cfg(feature = "native")]
+fn block_on<T>(future: impl std::future::Future<Output = Result<T>>, _twin: &str) -> Result<T> {
+    pollster::block_on(future)
+}
+
+#[cfg(not(feature = "native"))]
+fn block_on<T>(_future: impl std::future::Future<Output = Result<T>>, twin: &str) -> Result<T> {
+    Err(GpuError::Device {
+        context: "waiting for the GPU".into(),
+        message: format!("blocking is not possible here: await {twin}"),
+    }
+    .into())
 }
 
 /// The GPU trainer.
@@ -70,6 +87,7 @@ pub struct GpuBackend {
 
 impl GpuBackend {
     /// Opens the best adapter and uploads everything `work` needs, starting from `params`.
+    #[cfg(feature = "native")]
     pub fn new(work: Workload, params: &[f32]) -> Result<GpuBackend> {
         let ctx = GpuContext::new()?;
         GpuBackend::with_context(ctx, work, params)
@@ -594,6 +612,79 @@ impl BatchOps for GpuBatch<'_> {
     }
 }
 
+impl GpuBackend {
+    /// `Backend::end_epoch`: submits the recorded epoch and reads its metrics (one submit, one
+    /// readback), without blocking.
+    async fn finish_epoch(&mut self) -> Result<EpochMetrics> {
+        drop(self.pass.take());
+        let mut encoder = self.encoder.take().expect("an epoch is being recorded");
+        let metrics = &self.metrics;
+        encoder.copy_buffer_to_buffer(&metrics.buffer, 0, &metrics.staging, 0, metrics.buffer.size());
+        self.ctx.submit(encoder.finish());
+        let values: Vec<f32> = self
+            .ctx
+            .map_read_async(&metrics.staging, "reading the epoch's metrics")
+            .await?;
+        // As the context counted them: every submit and map since begin_epoch.
+        let syncs = self.ctx.sync_counter().counts().since(self.syncs_before);
+        self.counters.submits = syncs.submits;
+        self.counters.readbacks = syncs.maps;
+        // (loss sum, correct count) of batch-table entry `entry`.
+        let batch_metrics = |entry: usize| {
+            let at = entry * METRICS_PER_BATCH as usize;
+            (values[at], values[at + 1])
+        };
+        let trained = self.first_batch..self.first_batch + self.recorded_batches;
+        let entry = |b: usize| self.splits.train.plan.first_entry + b;
+        let mut epoch = EpochMetrics {
+            batch_loss: trained.clone().map(|b| batch_metrics(entry(b)).0).collect(),
+            batch_correct: trained.map(|b| batch_metrics(entry(b)).1 as u32).collect(),
+            counters: Some(self.counters),
+            ..EpochMetrics::default()
+        };
+        let split_metrics = |data: &SplitBuffers| {
+            let mut m = SplitMetrics {
+                examples: data.plan.examples as u64,
+                ..SplitMetrics::default()
+            };
+            for c in 0..data.plan.batches {
+                let (loss, correct) = batch_metrics(data.plan.first_entry + c);
+                m.loss_sum += loss as f64;
+                m.correct += correct as u64;
+            }
+            m
+        };
+        epoch.validation = self.splits.validation.as_ref().map(split_metrics);
+        epoch.test = self.splits.test.as_ref().map(split_metrics);
+        Ok(epoch)
+    }
+
+    /// `Backend::optimizer_state`, without blocking.
+    pub async fn optimizer_state_async(&mut self) -> Result<OptimizerState> {
+        let optimizer = &self.update.optimizer;
+        let names = optimizer.state_names();
+        let mut buffers = Vec::with_capacity(names.len());
+        for (name, buffer) in names.iter().zip(&self.update.state) {
+            let what = format!("reading the optimiser's {name}");
+            let values = self.ctx.read_async(buffer, &what).await?;
+            buffers.push((name.to_string(), values));
+        }
+        Ok(OptimizerState {
+            name: optimizer.kind.to_string(),
+            step: if names.is_empty() { 0 } else { self.steps_taken },
+            buffers,
+        })
+    }
+
+    /// `Backend::parameters`, without blocking.
+    pub async fn parameters_async(&mut self) -> Result<Vec<f32>> {
+        Ok(self
+            .ctx
+            .read_async(&self.parameters.parameters, "reading the parameters back")
+            .await?)
+    }
+}
+
 impl Backend for GpuBackend {
     fn device(&self) -> &'static str {
         "gpu"
@@ -671,70 +762,24 @@ impl Backend for GpuBackend {
     }
 
     fn end_epoch(&mut self) -> Result<EpochMetrics> {
-        drop(self.pass.take());
-        let mut encoder = self.encoder.take().expect("an epoch is being recorded");
-        let metrics = &self.metrics;
-        encoder.copy_buffer_to_buffer(&metrics.buffer, 0, &metrics.staging, 0, metrics.buffer.size());
-        self.ctx.submit(encoder.finish());
-        let values: Vec<f32> = self.ctx.map_read(&metrics.staging, "reading the epoch's metrics")?;
-        // As the context counted them: every submit and map since begin_epoch.
-        let syncs = self.ctx.sync_counter().counts().since(self.syncs_before);
-        self.counters.submits = syncs.submits;
-        self.counters.readbacks = syncs.maps;
-        // (loss sum, correct count) of batch-table entry `entry`.
-        let batch_metrics = |entry: usize| {
-            let at = entry * METRICS_PER_BATCH as usize;
-            (values[at], values[at + 1])
-        };
-        let trained = self.first_batch..self.first_batch + self.recorded_batches;
-        let entry = |b: usize| self.splits.train.plan.first_entry + b;
-        let mut epoch = EpochMetrics {
-            batch_loss: trained.clone().map(|b| batch_metrics(entry(b)).0).collect(),
-            batch_correct: trained.map(|b| batch_metrics(entry(b)).1 as u32).collect(),
-            counters: Some(self.counters),
-            ..EpochMetrics::default()
-        };
-        let split_metrics = |data: &SplitBuffers| {
-            let mut m = SplitMetrics {
-                examples: data.plan.examples as u64,
-                ..SplitMetrics::default()
-            };
-            for c in 0..data.plan.batches {
-                let (loss, correct) = batch_metrics(data.plan.first_entry + c);
-                m.loss_sum += loss as f64;
-                m.correct += correct as u64;
-            }
-            m
-        };
-        epoch.validation = self.splits.validation.as_ref().map(split_metrics);
-        epoch.test = self.splits.test.as_ref().map(split_metrics);
-        Ok(epoch)
+        block_on(self.finish_epoch(), "end_epoch_async")
+    }
+
+    fn end_epoch_async(&mut self) -> backend::LocalFuture<'_, Result<EpochMetrics>> {
+        Box::pin(self.finish_epoch())
     }
 
     fn parameters(&mut self) -> Result<Vec<f32>> {
-        Ok(self
-            .ctx
-            .read(&self.parameters.parameters, "reading the parameters back")?)
+        block_on(self.parameters_async(), "parameters_async")
     }
 
     fn logits(&mut self, split: Split) -> Result<Vec<f32>> {
-        self.split_logits(split)
+        block_on(self.logits_async(split), "logits_async")
     }
 
     /// Reads every state buffer back (one readback each), for a checkpoint.
     fn optimizer_state(&mut self) -> Result<OptimizerState> {
-        let optimizer = &self.update.optimizer;
-        let names = optimizer.state_names();
-        let mut buffers = Vec::with_capacity(names.len());
-        for (name, buffer) in names.iter().zip(&self.update.state) {
-            let values = self.ctx.read(buffer, &format!("reading the optimiser's {name}"))?;
-            buffers.push((name.to_string(), values));
-        }
-        Ok(OptimizerState {
-            name: optimizer.kind.to_string(),
-            step: if names.is_empty() { 0 } else { self.steps_taken },
-            buffers,
-        })
+        block_on(self.optimizer_state_async(), "optimizer_state_async")
     }
 
     /// Uploads a checkpoint's state buffers, once they are checked to be this optimiser's.

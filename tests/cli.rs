@@ -9,7 +9,7 @@
 mod common;
 
 use common::{
-    assert_close, bits, digit_labels, gzip, idx_images, idx_labels, json_objects, BIN, TEST_IMAGES, TEST_LABELS,
+    assert_close, bits, digit_labels, gzip, idx_images, idx_labels, json_objects, TEST_IMAGES, TEST_LABELS,
     TRAIN_IMAGES, TRAIN_LABELS,
 };
 use gpu_mlp::gpu::context::{list_adapters, AdapterKind};
@@ -17,7 +17,7 @@ use gpu_mlp::model::{Checkpoint, SpecHints};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use tempfile::TempDir;
 
 const PIXELS: usize = 28 * 28;
@@ -29,7 +29,7 @@ const SYNTHETIC_TEST: u32 = 20;
 /// Runs `gpu-mlp ARGS --device cpu` (the device last, so that it also lands after a `train`
 /// subcommand) on one CPU thread, with backtraces off so that a panic shows its usual hint.
 fn gpu_mlp(args: &[&str]) -> Output {
-    Command::new(BIN)
+    common::gpu_mlp()
         .args(args)
         .args(["--device", "cpu"])
         .env_remove("RUST_BACKTRACE")
@@ -453,7 +453,7 @@ fn xor_trains_from_the_command_line() {
 /// Runs `gpu-mlp ARGS` as given (the device among them) with `env` added; quiet Mesa, no
 /// backtraces.
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command
         .args(args)
         .env_remove("RUST_BACKTRACE")

@@ -5,12 +5,13 @@
 //! Needs python3 with numpy and safetensors (`python3 -m pip install numpy safetensors`; `.ci/run`
 //! installs them). Without them the test fails and says so: it is never skipped.
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/load_model.py");
 
 fn python_ready() {
@@ -27,7 +28,7 @@ fn python_ready() {
 }
 
 fn gpu_mlp(args: &[&str]) -> String {
-    let out = Command::new(BIN)
+    let out = common::gpu_mlp()
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()

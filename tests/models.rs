@@ -3,6 +3,8 @@
 //! run that trained the model; predict reads back the test images as eval sees them; a large
 //! off-centre digit on white is recognised; every bad file is one sentence naming it.
 
+mod common;
+
 use gpu_mlp::backend::{Backend, Workload};
 use gpu_mlp::cpu::CpuBackend;
 use gpu_mlp::data::{load_mnist, Dataset, Mnist};
@@ -20,11 +22,9 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output as ProcessOutput};
+use std::process::Output as ProcessOutput;
 use std::sync::LazyLock;
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
 
 static MNIST: LazyLock<Mnist> = LazyLock::new(|| {
     load_mnist(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))).expect("MNIST in data/mnist")
@@ -32,7 +32,7 @@ static MNIST: LazyLock<Mnist> = LazyLock::new(|| {
 
 /// Runs the binary (Mesa quiet, no backtraces, so a panic shows its usual hint).
 fn gpu_mlp(args: &[&str]) -> ProcessOutput {
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command
         .args(args)
         .env_remove("RUST_BACKTRACE")
@@ -480,6 +480,7 @@ fn settings() -> RunSettings {
         data_crc32: 0,
         device: "cpu".into(),
         adapter: "cpu (2 threads)".into(),
+        gpu_matmuls: None,
         optimizer: Optimizer::new(OptimizerKind::Adam),
         dropout: 0.3,
         input_dropout: 0.1,
@@ -1106,7 +1107,7 @@ fn atomic_save_never_leaves_a_partial_file_when_killed() {
     let path = dir.path().join("model.safetensors");
     std::fs::copy(trained(), &path).unwrap();
     let before = std::fs::read(&path).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = common::gpu_mlp()
         .args(SMALL)
         .args(["--epochs", "1", "--train-examples", "500", "--save", arg(&path)])
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())

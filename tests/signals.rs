@@ -5,6 +5,8 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use gpu_mlp::model::{Checkpoint, SpecHints};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -13,14 +15,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gpu-mlp");
-
 fn arg(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
 }
 
 fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command.args(args).env_remove("RUST_BACKTRACE");
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         command.env("XDG_RUNTIME_DIR", std::env::temp_dir());
@@ -109,7 +109,7 @@ fn run_printed_resume(stderr: &str) {
         .find_map(|l| l.strip_prefix("resume with: "))
         .unwrap_or_else(|| panic!("no resume command in:\n{stderr}"));
     let words = shlex::split(line).expect("a shell command");
-    assert_eq!(words[0], BIN, "the command names this binary");
+    assert_eq!(words[0], common::BIN, "the command names this binary");
     let out = command(&words[1..].iter().map(String::as_str).collect::<Vec<_>>())
         .output()
         .unwrap();

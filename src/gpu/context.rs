@@ -22,6 +22,8 @@ pub struct AdapterSummary {
     pub device_type: String,
     pub driver: String,
     pub kind: AdapterKind,
+    /// What the tuning cache files its choices under (`tune::adapter_key`).
+    pub tune_key: String,
 }
 
 fn kind_of(info: &wgpu::AdapterInfo) -> AdapterKind {
@@ -171,6 +173,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                 device_type: format!("{:?}", info.device_type),
                 driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
                 kind: kind_of(&info),
+                tune_key: super::tune::adapter_key(&info),
             }
         })
         .collect()

@@ -11,6 +11,7 @@ pub mod context;
 pub mod kernels;
 mod logits;
 pub mod oneshot;
+pub mod tune;
 
 use crate::backend::{
     self, AfterBatch, Backend, BatchOps, EpochMetrics, GpuCounters, OptimizerState, Split, SplitMetrics, Workload,
@@ -21,7 +22,7 @@ use crate::network::{NetworkSpec, ParamLayout};
 use crate::optim::{Optimizer, StepConstants};
 use context::{GpuContext, SyncCounts};
 use kernels::gather::{GatherBindings, GatherParams};
-use kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams};
+use kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams, MatmulPlan, MatmulVariant};
 use kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
 use kernels::update::{UpdateBuffers, UpdateParams};
 use kernels::{params_buffer, BatchBinding, BatchEntry, BatchTable, Kernels};
@@ -43,6 +44,9 @@ fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
 pub struct GpuBackend {
     ctx: GpuContext,
     kernels: Kernels,
+    /// Which variant computes each layer's matmuls, and how it was chosen.
+    plan: MatmulPlan,
+    plan_source: String,
     spec: NetworkSpec,
     layout: ParamLayout,
     batch_table: BatchTable,
@@ -75,9 +79,27 @@ impl GpuBackend {
         GpuBackend::with_context(ctx, work, params)
     }
 
-    /// Builds the backend on an open device.
+    /// Builds the backend on an open device, every matmul computed by the default variant.
     pub fn with_context(ctx: GpuContext, work: Workload, params: &[f32]) -> Result<GpuBackend> {
-        let kernels = Kernels::new(&ctx)?;
+        let plan = MatmulPlan::uniform(MatmulVariant::DEFAULT, work.spec.layers());
+        GpuBackend::with_plan(ctx, work, params, plan)
+    }
+
+    /// Builds the backend on an open device, each matmul computed by the variant `plan` names.
+    pub fn with_plan(ctx: GpuContext, work: Workload, params: &[f32], plan: MatmulPlan) -> Result<GpuBackend> {
+        let kernels = Kernels::with_matmul_variants(&ctx, &plan.variants())?;
+        GpuBackend::with_kernels(ctx, kernels, work, params, plan)
+    }
+
+    /// Builds the backend on an open device with `kernels` compiled for it (they must hold
+    /// every variant of `plan`: a tuned run reuses the kernels it timed).
+    pub fn with_kernels(
+        ctx: GpuContext,
+        kernels: Kernels,
+        work: Workload,
+        params: &[f32],
+        matmul_plan: MatmulPlan,
+    ) -> Result<GpuBackend> {
         let spec = work.spec.clone();
         let layout = spec.layout();
         assert_eq!(
@@ -95,8 +117,15 @@ impl GpuBackend {
         let shared = SplitShared::new(&ctx, &spec, work.standardize, &activations, &metrics)?;
         let splits = Splits::new(&ctx, &kernels, &shared, &work, &plan)?;
         ctx.wait("uploading the data and parameters")?;
+        assert_eq!(
+            matmul_plan.layers.len(),
+            layout.layers.len(),
+            "one plan entry per layer"
+        );
         Ok(GpuBackend {
             kernels,
+            plan: matmul_plan,
+            plan_source: "default".into(),
             spec,
             layout,
             batch_table,
@@ -118,6 +147,19 @@ impl GpuBackend {
         })
     }
 
+    /// Builds the backend with the plan and kernels of `tuned` (see [`tune::tune`]).
+    pub fn tuned(ctx: GpuContext, tuned: tune::Tuned, work: Workload, params: &[f32]) -> Result<GpuBackend> {
+        let report = tuned.report;
+        let mut backend = GpuBackend::with_kernels(ctx, tuned.kernels, work, params, tuned.plan)?;
+        backend.plan_source = report.describe();
+        Ok(backend)
+    }
+
+    /// Which variant computes each layer's matmuls.
+    pub fn plan(&self) -> &MatmulPlan {
+        &self.plan
+    }
+
     /// Records the ops of batch `index` of `part`: forward, backward and update for training,
     /// forward only for a held-out split.
     fn record_batch(&mut self, part: Part, index: usize) {
@@ -127,6 +169,7 @@ impl GpuBackend {
         let mut ops = GpuBatch {
             pass: self.pass.as_mut().expect("an epoch is being recorded"),
             kernels: &self.kernels,
+            plan: &self.plan,
             spec: &self.spec,
             layout: &self.layout,
             split,
@@ -534,6 +577,7 @@ impl Splits {
 struct GpuBatch<'a> {
     pass: &'a mut wgpu::ComputePass<'static>,
     kernels: &'a Kernels,
+    plan: &'a MatmulPlan,
     spec: &'a NetworkSpec,
     layout: &'a ParamLayout,
     split: &'a SplitBuffers,
@@ -555,9 +599,10 @@ impl GpuBatch<'_> {
 
     fn matmul(&mut self, op: MatmulOp, layer: usize, group: &wgpu::BindGroup) {
         let shape = &self.layout.layers[layer];
+        let variant = self.plan.get(layer, op);
         self.kernels
             .matmul
-            .record(self.pass, op, group, self.batch, self.rows, shape);
+            .record(self.pass, variant, op, group, self.batch, self.rows, shape);
         self.dispatches += 1;
     }
 }
@@ -601,6 +646,14 @@ impl Backend for GpuBackend {
 
     fn adapter(&self) -> String {
         self.ctx.adapter_name()
+    }
+
+    fn matmul_variants(&self) -> Option<Vec<[String; 3]>> {
+        Some(self.plan.names())
+    }
+
+    fn kernel_choice(&self) -> Option<String> {
+        Some(format!("{}: {}", self.plan_source, self.plan.describe()))
     }
 
     fn begin_epoch(&mut self, permutation: &[u32], steps: &[StepConstants]) -> Result<()> {

@@ -296,3 +296,16 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.write_all(bytes).unwrap();
     gz.finish().unwrap()
 }
+
+/// Where the binary keeps its GPU tuning cache in the tests (`GPU_MLP_CACHE_DIR`): under cargo's
+/// scratch folder for tests, never the user's own cache.
+pub fn tune_cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tune-cache")
+}
+
+/// The binary, with its tuning cache in [`tune_cache_dir`].
+pub fn gpu_mlp() -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    command.env("GPU_MLP_CACHE_DIR", tune_cache_dir());
+    command
+}

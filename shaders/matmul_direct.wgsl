@@ -15,8 +15,9 @@
 // past the end likewise. Any shape works. DIRECT_WORKGROUP and DIRECT_ROWS come from the
 // variant, in the prelude.
 
-// The accumulators below are written out for 16 rows.
+// The accumulators below are written out for 16 rows of one column.
 const_assert DIRECT_ROWS == 16u;
+const_assert DIRECT_COLUMNS == 1u;
 
 var<private> acc0: vec4<f32>;
 var<private> acc1: vec4<f32>;

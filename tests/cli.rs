@@ -630,7 +630,7 @@ fn the_keys_of_json_are_pinned() {
 }
 
 /// The keys of `bench --json`, in order: one object per device and network, the GPU's with its
-/// counters. (A small bench: one network, one timed epoch of 10 batches per device.)
+/// counters and its matmul variants. (A small bench: one network, one timed epoch of 10 batches per device.)
 #[test]
 fn the_keys_of_bench_json_are_pinned() {
     const KEYS: [&str; 9] = [
@@ -662,7 +662,7 @@ fn the_keys_of_bench_json_are_pinned() {
         let keys: Vec<&str> = row.keys().map(String::as_str).collect();
         let mut want = KEYS.to_vec();
         if row["device"] == "gpu" {
-            want.extend(["dispatches", "submits", "readbacks"]);
+            want.extend(["dispatches", "submits", "readbacks", "matmul_variants"]);
         }
         assert_eq!(keys, want, "{row:?}");
     }

@@ -255,7 +255,8 @@ impl GpuContext {
         adjust(&mut limits);
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("gpu-mlp"),
-            required_features: wgpu::Features::empty(),
+            // Subgroups where the adapter has them: the subgroup matmul variant needs them.
+            required_features: adapter.features() & wgpu::Features::SUBGROUP,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()

@@ -45,7 +45,7 @@ const MAX_REPEATS: u32 = 64;
 
 /// A candidate whose first dispatch took this many times the best first dispatch so far is not
 /// timed further: it cannot win.
-const HOPELESS: f64 = 3.0;
+const HOPELESS: f64 = 2.0;
 
 /// The environment variable that names the cache folder (tests point it at a temporary one).
 pub const CACHE_DIR_ENV: &str = "GPU_MLP_CACHE_DIR";
@@ -254,6 +254,9 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
         _ => CacheFile::default(),
     };
     let available = MatmulVariant::available(ctx);
+    // The likeliest winners first, so that the bar for cutting the others short is low.
+    let mut candidates = available.clone();
+    candidates.sort_by_key(|v| MatmulVariant::TUNING_ORDER.iter().position(|t| t == v));
     let cached = file.adapters.get(&adapter).cloned().unwrap_or_default();
     let from_cache = |key: &str| {
         let choice = cached.get(key)?;
@@ -277,6 +280,14 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
         tuned.report.choices = choices;
         return Ok(tuned);
     }
+    if Timer::too_large(ctx, work) {
+        // The run cannot allocate its own buffers either: the backend says so, naming its own.
+        return planned(
+            ctx,
+            MatmulPlan::uniform(MatmulVariant::DEFAULT, layers),
+            PlanSource::Default,
+        );
+    }
     // Compile every candidate: the run keeps the kernels, whichever it chooses.
     let kernels = Kernels::with_matmul_variants(ctx, &available)?;
     let mut timer = Timer::new(ctx, &kernels, work)?;
@@ -293,7 +304,7 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
         let (variant, seconds) = match known {
             Some(known) => known,
             None => {
-                let timings = timer.time(*op, *rows, shape, &available)?;
+                let timings = timer.time(*op, *rows, shape, &candidates)?;
                 timed += 1;
                 let &(variant, seconds) = timings
                     .iter()
@@ -380,18 +391,32 @@ struct Timer<'a> {
     tables: Vec<(usize, BatchTable)>,
 }
 
+/// Floats in the timer's activation buffers (the batch's rows × the widest layer) and in its
+/// weight buffer (the largest layer's weights and biases).
+fn timer_sizes(work: &Workload) -> (usize, usize) {
+    let rows = work.batch_size.min(work.train.len()).max(1);
+    let widest = work.spec.widths.iter().copied().max().unwrap_or(1);
+    let largest_layer = work
+        .spec
+        .layout()
+        .layers
+        .iter()
+        .map(|s| (s.inputs + 1) * s.outputs)
+        .max()
+        .unwrap_or(1);
+    (rows * widest, largest_layer)
+}
+
 impl<'a> Timer<'a> {
+    /// Whether a buffer of the timer would exceed the device's limits.
+    fn too_large(ctx: &GpuContext, work: &Workload) -> bool {
+        let (activations, largest_layer) = timer_sizes(work);
+        let bytes = 4 * activations.max(largest_layer) as u64;
+        ctx.check_binding_size("tuning", bytes).is_err()
+    }
+
     fn new(ctx: &'a GpuContext, kernels: &'a Kernels, work: &Workload) -> Result<Timer<'a>, GpuError> {
-        let layout = work.spec.layout();
-        let rows = work.batch_size.min(work.train.len()).max(1);
-        let widest = work.spec.widths.iter().copied().max().unwrap_or(1);
-        let largest_layer = layout
-            .layers
-            .iter()
-            .map(|s| (s.inputs + 1) * s.outputs)
-            .max()
-            .unwrap_or(1);
-        let activations = rows * widest;
+        let (activations, largest_layer) = timer_sizes(work);
         let filled = |label: &str, len: usize| ctx.storage_with(label, &vec![0.25f32; len.max(4)], U::empty());
         let mut timer = Timer {
             ctx,
@@ -507,8 +532,11 @@ impl<'a> Timer<'a> {
         let mut timings = Vec::new();
         let mut best_first = f64::INFINITY;
         for &variant in candidates {
+            // Compiled at warm-up: the first dispatch at this shape is a real time.
             let first = run(variant, 1)?;
-            if first > HOPELESS * best_first {
+            // Hopeless, or long enough to stand as its own timing.
+            if first > HOPELESS * best_first || first >= TIMED_BUDGET {
+                best_first = best_first.min(first);
                 timings.push((variant, first));
                 continue;
             }

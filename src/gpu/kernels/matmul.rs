@@ -22,6 +22,8 @@ const SHARED: WgslFile = wgsl_file!("matmul.wgsl");
 /// The variants' own files.
 const TILED: WgslFile = wgsl_file!("matmul_tiled.wgsl");
 const DIRECT: WgslFile = wgsl_file!("matmul_direct.wgsl");
+const DIRECT_4: WgslFile = wgsl_file!("matmul_direct4.wgsl");
+const SUBGROUP: WgslFile = wgsl_file!("matmul_subgroup.wgsl");
 
 /// `MatmulParams` in `shaders/matmul.wgsl`: one layer's shape and place in the flat buffers.
 #[repr(C)]
@@ -123,11 +125,17 @@ pub enum MatmulScheme {
     /// (`TILE`), each invocation a [`MatmulVariant::THREAD_TILE`]² block of it in registers,
     /// staging `depth` reduction steps of both operands in workgroup memory at a time (`DEPTH`).
     Staged { tile: u32, depth: u32 },
-    /// `shaders/matmul_direct.wgsl`: no workgroup memory; a workgroup of `workgroup` invocations
-    /// (`DIRECT_WORKGROUP`) computes [`MatmulVariant::DIRECT_ROWS`] rows × `workgroup` columns,
-    /// each invocation one column's rows in registers, reading its operands straight from
-    /// storage.
-    Direct { workgroup: u32 },
+    /// `shaders/matmul_direct.wgsl` (`columns` 1) or `matmul_direct4.wgsl` (`columns` 4): no
+    /// workgroup memory; a workgroup of `workgroup` invocations (`DIRECT_WORKGROUP`) computes
+    /// [`MatmulVariant::DIRECT_ROWS`] rows × `workgroup · columns` columns, each invocation
+    /// `columns` columns' rows in registers (`DIRECT_COLUMNS`), reading its operands straight
+    /// from storage.
+    Direct { workgroup: u32, columns: u32 },
+    /// `shaders/matmul_subgroup.wgsl`: as `Direct` with one column per invocation, the row
+    /// operand loaded [`MatmulVariant::SUBGROUP_CHUNK`] steps at a time, one step per lane, and
+    /// shared with `subgroupBroadcast`. Needs `Features::SUBGROUP` and subgroups of at least
+    /// `SUBGROUP_CHUNK` invocations.
+    Subgroup { workgroup: u32 },
 }
 
 /// One way of computing the matmuls: a WGSL file (compiled after `shaders/matmul.wgsl`) with the
@@ -154,11 +162,53 @@ impl MatmulVariant {
     pub const DIRECT: MatmulVariant = MatmulVariant {
         name: "direct",
         source: &DIRECT,
-        scheme: MatmulScheme::Direct { workgroup: 64 },
+        scheme: MatmulScheme::Direct {
+            workgroup: 64,
+            columns: 1,
+        },
+    };
+
+    /// As [`MatmulVariant::DIRECT`], each invocation 16 rows × 4 columns (64 columns per
+    /// workgroup of 16): 4 times the multiply-adds per row-operand load.
+    pub const DIRECT_4: MatmulVariant = MatmulVariant {
+        name: "direct4",
+        source: &DIRECT_4,
+        scheme: MatmulScheme::Direct {
+            workgroup: 16,
+            columns: 4,
+        },
+    };
+
+    /// As [`MatmulVariant::DIRECT`], the row operand shared through the subgroup (where the
+    /// adapter has subgroups of 8 or more).
+    pub const SUBGROUP: MatmulVariant = MatmulVariant {
+        name: "subgroup",
+        source: &SUBGROUP,
+        scheme: MatmulScheme::Subgroup { workgroup: 64 },
     };
 
     /// Every variant, the default first.
-    pub const ALL: [MatmulVariant; 3] = [MatmulVariant::TILED_64, MatmulVariant::TILED_32, MatmulVariant::DIRECT];
+    pub const ALL: [MatmulVariant; 5] = [
+        MatmulVariant::TILED_64,
+        MatmulVariant::TILED_32,
+        MatmulVariant::DIRECT,
+        MatmulVariant::DIRECT_4,
+        MatmulVariant::SUBGROUP,
+    ];
+
+    /// The order tuning times them in: the usual winners on lavapipe first (a candidate far
+    /// slower than the best so far is cut short).
+    pub const TUNING_ORDER: [MatmulVariant; 5] = [
+        MatmulVariant::SUBGROUP,
+        MatmulVariant::DIRECT_4,
+        MatmulVariant::TILED_64,
+        MatmulVariant::TILED_32,
+        MatmulVariant::DIRECT,
+    ];
+
+    /// Reduction steps a subgroup shares per chunk (`SUBGROUP_CHUNK`): the subgroup variant
+    /// writes its chunk out for 8.
+    pub const SUBGROUP_CHUNK: u32 = 8;
 
     /// What `--tune off` uses, and a run with no tuning.
     pub const DEFAULT: MatmulVariant = MatmulVariant::TILED_64;
@@ -187,23 +237,32 @@ impl MatmulVariant {
 
     /// The device features the variant's shader needs.
     pub fn required_features(&self) -> wgpu::Features {
-        wgpu::Features::empty()
+        match self.scheme {
+            MatmulScheme::Subgroup { .. } => wgpu::Features::SUBGROUP,
+            _ => wgpu::Features::empty(),
+        }
+    }
+
+    /// Whether `ctx`'s device can run the variant: its features, and for the subgroup variant
+    /// subgroups of at least [`MatmulVariant::SUBGROUP_CHUNK`] invocations.
+    pub fn runs_on(&self, ctx: &GpuContext) -> bool {
+        let subgroups_fit = match self.scheme {
+            MatmulScheme::Subgroup { .. } => ctx.info.subgroup_min_size >= Self::SUBGROUP_CHUNK,
+            _ => true,
+        };
+        ctx.device.features().contains(self.required_features()) && subgroups_fit
     }
 
     /// The variants of [`MatmulVariant::ALL`] that `ctx`'s device can run.
     pub fn available(ctx: &GpuContext) -> Vec<MatmulVariant> {
-        let features = ctx.device.features();
-        MatmulVariant::ALL
-            .into_iter()
-            .filter(|v| features.contains(v.required_features()))
-            .collect()
+        MatmulVariant::ALL.into_iter().filter(|v| v.runs_on(ctx)).collect()
     }
 
     /// Invocations per workgroup.
     pub fn workgroup_size(&self) -> u32 {
         match self.scheme {
             MatmulScheme::Staged { tile, .. } => (tile / Self::THREAD_TILE).pow(2),
-            MatmulScheme::Direct { workgroup } => workgroup,
+            MatmulScheme::Direct { workgroup, .. } | MatmulScheme::Subgroup { workgroup } => workgroup,
         }
     }
 
@@ -211,7 +270,8 @@ impl MatmulVariant {
     pub fn block(&self) -> (u32, u32) {
         match self.scheme {
             MatmulScheme::Staged { tile, .. } => (tile, tile),
-            MatmulScheme::Direct { workgroup } => (Self::DIRECT_ROWS, workgroup),
+            MatmulScheme::Direct { workgroup, columns } => (Self::DIRECT_ROWS, workgroup * columns),
+            MatmulScheme::Subgroup { workgroup } => (Self::DIRECT_ROWS, workgroup),
         }
     }
 
@@ -224,9 +284,15 @@ impl MatmulVariant {
                 WgslConst::new("THREAD_TILE", Self::THREAD_TILE),
                 WgslConst::new("MATMUL_WORKGROUP", self.workgroup_size()),
             ],
-            MatmulScheme::Direct { workgroup } => vec![
+            MatmulScheme::Direct { workgroup, columns } => vec![
                 WgslConst::new("DIRECT_WORKGROUP", workgroup),
                 WgslConst::new("DIRECT_ROWS", Self::DIRECT_ROWS),
+                WgslConst::new("DIRECT_COLUMNS", columns),
+            ],
+            MatmulScheme::Subgroup { workgroup } => vec![
+                WgslConst::new("DIRECT_WORKGROUP", workgroup),
+                WgslConst::new("DIRECT_ROWS", Self::DIRECT_ROWS),
+                WgslConst::new("SUBGROUP_CHUNK", Self::SUBGROUP_CHUNK),
             ],
         }
     }
@@ -476,7 +542,7 @@ mod tests {
             ],
         };
         assert_eq!(MatmulPlan::from_names(&plan.names()), Some(plan.clone()));
-        assert_eq!(plan.variants(), MatmulVariant::ALL.to_vec());
+        assert_eq!(plan.variants(), MatmulVariant::ALL[..3].to_vec());
         assert_eq!(
             plan.describe(),
             "layer 0: forward direct, backward_weights tiled64; \

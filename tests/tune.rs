@@ -245,3 +245,37 @@ fn a_checkpoint_records_the_matmul_variants() {
     );
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 }
+
+/// A cached choice is used as it is, whatever a timing would say: a cache that names `direct`
+/// for one matmul gets `direct` there, and only the other matmuls are timed; the file keeps it,
+/// and keeps another adapter's choices untouched.
+#[test]
+fn a_cached_choice_is_used_and_kept() {
+    let ctx = context();
+    let spec = spec_of(&[784, 32, 10]);
+    let train = train_set(300);
+    let work = Workload::training(&spec, &train, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = tune::adapter_key(&ctx.info);
+    let text = serde_json::json!({
+        "version": tune::version(),
+        "adapters": {
+            adapter.clone(): {"forward 100x784x32": {"variant": "direct", "seconds": 1.0}},
+            "another adapter | its driver": {"forward 1x1x1": {"variant": "tiled32", "seconds": 2.0}},
+        }
+    });
+    std::fs::write(dir.path().join("tune.json"), text.to_string()).unwrap();
+    let tuned = tune::tune(&ctx, &work, TuneMode::Cached, &TuneCache::at(dir.path())).unwrap();
+    assert_eq!(tuned.report.timed, 4, "{:?}", tuned.report);
+    assert_eq!(
+        tuned.plan.get(0, gpu_mlp::gpu::kernels::matmul::MatmulOp::Forward),
+        MatmulVariant::DIRECT
+    );
+    let file = cache_file(dir.path());
+    assert_eq!(file.adapters[&adapter]["forward 100x784x32"].variant, "direct");
+    assert_eq!(file.adapters[&adapter].len(), 5);
+    assert_eq!(
+        file.adapters["another adapter | its driver"]["forward 1x1x1"].variant,
+        "tiled32"
+    );
+}

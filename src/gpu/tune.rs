@@ -79,35 +79,34 @@ impl TuneCache {
     /// The file's choices; an empty file when there is none, or when it cannot be used (said in
     /// one line on stderr).
     pub fn load(&self) -> CacheFile {
+        match self.read() {
+            Ok(file) => file.unwrap_or_default(),
+            Err(why) => {
+                eprintln!("note: ignoring the tuning cache {why}");
+                CacheFile::default()
+            }
+        }
+    }
+
+    /// The file, None when there is none; an error saying why it cannot be used.
+    fn read(&self) -> Result<Option<CacheFile>, String> {
         let Some(path) = self.path() else {
-            return CacheFile::default();
+            return Ok(None);
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CacheFile::default(),
-            Err(e) => {
-                eprintln!("note: ignoring the tuning cache {}: {e}", path.display());
-                return CacheFile::default();
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         match serde_json::from_str::<CacheFile>(&text) {
-            Ok(file) if file.version == version() => file,
-            Ok(file) => {
-                eprintln!(
-                    "note: ignoring the tuning cache {}: written by gpu-mlp {}, this is {}",
-                    path.display(),
-                    file.version,
-                    version()
-                );
-                CacheFile::default()
-            }
-            Err(e) => {
-                eprintln!(
-                    "note: ignoring the tuning cache {}: not a tuning cache ({e})",
-                    path.display()
-                );
-                CacheFile::default()
-            }
+            Ok(file) if file.version == version() => Ok(Some(file)),
+            Ok(file) => Err(format!(
+                "{}: written by gpu-mlp {}, this is {}",
+                path.display(),
+                file.version,
+                version()
+            )),
+            Err(e) => Err(format!("{}: not a tuning cache ({e})", path.display())),
         }
     }
 
@@ -317,15 +316,29 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
         plan.layers[*l][*op as usize] = variant;
         push_choice(&mut choices, key, variant, seconds, None);
     }
+    // The file as it is now: other adapters' choices are kept, and in `cached` mode the shapes
+    // another run cached while this one timed them take that run's choice, so that runs sharing
+    // a cache share their plans (a run and its rerun sum in the same order).
+    if let Ok(Some(latest)) = cache.read() {
+        if mode == TuneMode::Cached {
+            adopt_cached(&latest, &adapter, &available, &matmuls, &mut plan, &mut choices);
+        }
+        file = latest;
+    }
     let entry = file.adapters.entry(adapter).or_default();
     for choice in &choices {
-        entry.insert(
-            choice.key.clone(),
-            CachedChoice {
-                variant: choice.variant.name.to_string(),
-                seconds: choice.seconds,
-            },
-        );
+        let cached = CachedChoice {
+            variant: choice.variant.name.to_string(),
+            seconds: choice.seconds,
+        };
+        match mode {
+            TuneMode::Fresh => {
+                entry.insert(choice.key.clone(), cached);
+            }
+            _ => {
+                entry.entry(choice.key.clone()).or_insert(cached);
+            }
+        }
     }
     file.version = version().to_string();
     cache.store(&file);
@@ -339,6 +352,35 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
             timed,
         },
     })
+}
+
+/// Replaces the choices (and the plan's variants) of the matmuls `latest` holds for `adapter`
+/// with its own.
+fn adopt_cached(
+    latest: &CacheFile,
+    adapter: &str,
+    available: &[MatmulVariant],
+    matmuls: &[(usize, MatmulOp, usize, LayerShape)],
+    plan: &mut MatmulPlan,
+    choices: &mut [Choice],
+) {
+    let Some(cached) = latest.adapters.get(adapter) else {
+        return;
+    };
+    for (l, op, rows, shape) in matmuls {
+        let key = matmul_key(*op, *rows, shape);
+        let Some(entry) = cached.get(&key) else {
+            continue;
+        };
+        let Some(variant) = MatmulVariant::by_name(&entry.variant).filter(|v| available.contains(v)) else {
+            continue;
+        };
+        plan.layers[*l][*op as usize] = variant;
+        if let Some(choice) = choices.iter_mut().find(|c| c.key == key) {
+            choice.variant = variant;
+            choice.seconds = entry.seconds;
+        }
+    }
 }
 
 /// Adds a choice unless its key is there already.

@@ -36,6 +36,10 @@ pub struct BenchRow {
     pub submits: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readbacks: Option<u64>,
+    /// GPU only: the matmul variant of each kernel and how they were chosen (tuned, cached,
+    /// default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matmul_variants: Option<String>,
 }
 
 /// Times `epochs` epochs (after one warm-up) of `spec` on `backend`; returns the median epoch.
@@ -70,6 +74,7 @@ pub fn bench_network(
         dispatches: last.dispatches,
         submits: last.submits,
         readbacks: last.readbacks,
+        matmul_variants: backend.kernel_choice(),
     })
 }
 
@@ -127,6 +132,11 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             r.percent_of_ceiling,
             counters
         );
+    }
+    for r in rows {
+        if let Some(variants) = &r.matmul_variants {
+            out += &format!("{} {} matmul variants, {variants}\n", r.device, r.network);
+        }
     }
     out
 }

@@ -118,6 +118,10 @@ pub struct RunSettings {
     /// `cpu` or `gpu`, and the adapter: resuming elsewhere works but is not bit for bit.
     pub device: String,
     pub adapter: String,
+    /// On the GPU, the matmul variant of each layer's forward, backward-input and
+    /// backward-weights matmul, `a,b,c;a,b,c` (`MatmulPlan::names`): a resumed run uses them, as
+    /// summing in another order would change the results' last bits.
+    pub gpu_matmuls: Option<String>,
     /// The update rule and its hyper-parameters.
     pub optimizer: Optimizer,
     pub dropout: f32,
@@ -537,6 +541,9 @@ fn training_metadata(training: &TrainingState) -> HashMap<String, String> {
     ];
     if let Some(dir) = &s.data_dir {
         entries.push(("train.data_dir", dir.clone()));
+    }
+    if let Some(matmuls) = &s.gpu_matmuls {
+        entries.push(("train.gpu_matmuls", matmuls.clone()));
     }
     if let Some(n) = s.train_examples {
         entries.push(("train.train_examples", n.to_string()));
@@ -1004,6 +1011,7 @@ fn read_training(file: &SafeTensors, meta: &Meta, parameters: usize) -> Result<T
         data_crc32: meta.required("train.data_crc32")?,
         device: meta.required_text("train.device")?,
         adapter: meta.required_text("train.adapter")?,
+        gpu_matmuls: meta.map.get("train.gpu_matmuls").cloned(),
         optimizer: Optimizer {
             kind: meta.required_enum::<OptimizerKind>("train.optimizer")?,
             momentum: meta.required("train.momentum")?,
@@ -1226,6 +1234,7 @@ mod tests {
             data_crc32: 0xdead_beef,
             device: "cpu".into(),
             adapter: "cpu (2 threads)".into(),
+            gpu_matmuls: None,
             optimizer: Optimizer {
                 beta2: 0.99,
                 ..Optimizer::new(OptimizerKind::Adamw)

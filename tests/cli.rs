@@ -17,7 +17,7 @@ use gpu_mlp::model::{Checkpoint, SpecHints};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use tempfile::TempDir;
 
 const PIXELS: usize = 28 * 28;
@@ -29,7 +29,7 @@ const SYNTHETIC_TEST: u32 = 20;
 /// Runs `gpu-mlp ARGS --device cpu` (the device last, so that it also lands after a `train`
 /// subcommand) on one CPU thread, with backtraces off so that a panic shows its usual hint.
 fn gpu_mlp(args: &[&str]) -> Output {
-    Command::new(BIN)
+    common::gpu_mlp()
         .args(args)
         .args(["--device", "cpu"])
         .env_remove("RUST_BACKTRACE")
@@ -439,7 +439,7 @@ fn xor_trains_from_the_command_line() {
 /// Runs `gpu-mlp ARGS` as given (the device among them) with `env` added; quiet Mesa, no
 /// backtraces.
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command
         .args(args)
         .env_remove("RUST_BACKTRACE")
@@ -616,7 +616,7 @@ fn the_keys_of_json_are_pinned() {
 }
 
 /// The keys of `bench --json`, in order: one object per device and network, the GPU's with its
-/// counters. (A small bench: one network, one timed epoch of 10 batches per device.)
+/// counters and its matmul variants. (A small bench: one network, one timed epoch of 10 batches per device.)
 #[test]
 fn the_keys_of_bench_json_are_pinned() {
     const KEYS: [&str; 9] = [
@@ -648,7 +648,7 @@ fn the_keys_of_bench_json_are_pinned() {
         let keys: Vec<&str> = row.keys().map(String::as_str).collect();
         let mut want = KEYS.to_vec();
         if row["device"] == "gpu" {
-            want.extend(["dispatches", "submits", "readbacks"]);
+            want.extend(["dispatches", "submits", "readbacks", "matmul_variants"]);
         }
         assert_eq!(keys, want, "{row:?}");
     }

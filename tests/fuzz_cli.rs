@@ -214,7 +214,8 @@ fn check_run(args: &[String], data: &Path) -> Result<(), TestCaseError> {
         .arg(format!("--as={ADDRESS_SPACE}"))
         .arg("--")
         .arg(BIN)
-        .args(args);
+        .args(args)
+        .env("GPU_MLP_CACHE_DIR", common::tune_cache_dir());
     let xor = args.windows(2).any(|w| w[0] == "--dataset" && w[1] == "xor");
     if !xor {
         command.arg("--data-dir").arg(data);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{mnist, spec, BIN};
+use common::{mnist, spec};
 use gpu_mlp::backend::{Backend, Workload};
 use gpu_mlp::error::{Error, GpuError};
 use gpu_mlp::gpu::context::GpuContext;
@@ -13,7 +13,6 @@ use gpu_mlp::gpu::kernels::{Kernels, WgslFile};
 use gpu_mlp::gpu::GpuBackend;
 use gpu_mlp::network::{Activation, Loss, Output};
 use gpu_mlp::optim::Optimizer;
-use std::process::Command;
 
 /// The device every test here opens.
 fn context() -> GpuContext {
@@ -96,7 +95,7 @@ fn the_cli_refuses_an_oversized_gpu_batch_with_one_sentence() {
     };
     let layers = format!("784,{width},10");
     println!("binding limit {limit} bytes: --layers {layers}");
-    let output = Command::new(BIN)
+    let output = common::gpu_mlp()
         .args([
             "--device",
             "gpu",

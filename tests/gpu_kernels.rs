@@ -324,17 +324,35 @@ fn matmul_backward_weights_matches_cpu() {
 fn the_tiled_matmuls_match_cpu_with_other_constants() {
     let shapes = [(1, 1, 1), (7, 784, 7), (101, 7, 100), (100, 101, 130)];
     for (tile, depth) in [(32, 8), (16, 4)] {
-        let variant = MatmulVariant {
-            name: "tiled, other constants",
-            tile,
-            depth,
-            ..MatmulVariant::TILED_64
-        };
+        let variant = MatmulVariant::staged("tiled, other constants", tile, depth);
         println!("tile {tile}, depth {depth} ({} invocations)", variant.workgroup_size());
         let runner = KernelRunner::with_matmul_variant(variant).expect("the variant compiles");
         matmul_forward_parity(&runner, &shapes);
         matmul_backward_input_parity(&runner, &shapes);
         matmul_backward_weights_parity(&runner, &shapes);
+    }
+}
+
+/// Every matmul variant this device can run (the default is tested above, op by op) against the
+/// CPU: the parity shapes, a real layer (100×784×128), one that fits no block evenly (37×13×5)
+/// and a partial last batch (the 60,000 training images in batches of 128 end with 96 rows), each
+/// with every activation, and the dropout epilogues: every variant ends in the same WGSL
+/// functions, so each must give the same results within the same tolerances.
+#[test]
+fn every_matmul_variant_matches_cpu() {
+    let mut shapes = SHAPES.to_vec();
+    shapes.extend([(100, 784, 128), (37, 13, 5), (96, 128, 10)]);
+    let ctx = gpu_mlp::gpu::context::GpuContext::new().expect("a GPU adapter (lavapipe will do)");
+    let variants = MatmulVariant::available(&ctx);
+    drop(ctx);
+    println!("variants: {:?}", variants.iter().map(|v| v.name).collect::<Vec<_>>());
+    for variant in variants.into_iter().filter(|&v| v != MatmulVariant::DEFAULT) {
+        println!("variant {}", variant.name);
+        let runner = KernelRunner::with_matmul_variant(variant).expect("the variant compiles");
+        matmul_forward_parity(&runner, &shapes);
+        matmul_backward_input_parity(&runner, &shapes);
+        matmul_backward_weights_parity(&runner, &shapes);
+        matmul_epilogues_with_dropout_parity(&runner);
     }
 }
 
@@ -711,7 +729,10 @@ fn gather_batch_with_standardisation_and_input_dropout_matches_cpu() {
 /// layer other than 1 at a large step. Dropped elements are exactly 0 on both.
 #[test]
 fn matmul_epilogues_with_dropout_match_cpu() {
-    let runner = runner();
+    matmul_epilogues_with_dropout_parity(&runner());
+}
+
+fn matmul_epilogues_with_dropout_parity(runner: &KernelRunner) {
     let mut rng = rng(12);
     let dropout = Dropout {
         hidden: 0.4,

@@ -9,12 +9,14 @@
 mod common;
 
 use clap::ValueEnum;
-use common::{activations, assert_close, bits, inits, losses, mnist, outputs, spec, BIN};
+use common::{activations, assert_close, bits, inits, losses, mnist, outputs, spec};
 use gpu_mlp::backend::{Backend, EpochMetrics, GpuCounters, Split, Workload};
 use gpu_mlp::cpu::{loss_and_gradient, CpuBackend};
 use gpu_mlp::data::{Dataset, Standardization};
 use gpu_mlp::dropout::Dropout;
 use gpu_mlp::gpu::context::{list_adapters, AdapterKind, GpuContext, SyncCounts};
+use gpu_mlp::gpu::kernels::matmul::{MatmulPlan, MatmulVariant};
+use gpu_mlp::gpu::tune::{self, TuneCache, TuneMode};
 use gpu_mlp::gpu::GpuBackend;
 use gpu_mlp::init;
 use gpu_mlp::network::{Activation, Init, Loss, NetworkSpec, Output};
@@ -23,7 +25,6 @@ use gpu_mlp::train::{self, EpochReport, LrSchedule, Schedule};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
-use std::process::Command;
 use std::time::Instant;
 
 /// The first `n` MNIST training examples.
@@ -82,6 +83,11 @@ struct Config {
 /// weights in the same order; the parameters must agree within 1e-4 + 1e-3·|cpu|, the
 /// per-batch losses within 1e-3 relative.
 fn step_parity(config: &Config, seed: u64) {
+    step_parity_on(config, seed, "", &|work, initial| gpu_backend(work, initial));
+}
+
+/// [`step_parity`] with the GPU backend `make` builds (`what` names it).
+fn step_parity_on(config: &Config, seed: u64, what: &str, make: &dyn Fn(Workload, &[f32]) -> GpuBackend) {
     let spec = spec(config.widths, config.activation, config.output, config.loss);
     let train = train_set(config.examples);
     let work = workload(&spec, &train, config.batch_size, config.l2);
@@ -90,7 +96,7 @@ fn step_parity(config: &Config, seed: u64) {
     let mut permutation: Vec<u32> = (0..train.len() as u32).collect();
     permutation.shuffle(&mut rng);
     let name = format!(
-        "{} {} {} {} {} lr {} l2 {} batch {} × {} steps",
+        "{what}{} {} {} {} {} lr {} l2 {} batch {} × {} steps",
         spec.name(),
         config.activation,
         config.output,
@@ -105,7 +111,7 @@ fn step_parity(config: &Config, seed: u64) {
     let mut cpu = CpuBackend::new(work, initial.clone(), 1).unwrap();
     let cpu_metrics = epoch(&mut cpu, &work, &permutation, config.lr);
     let started = Instant::now();
-    let mut gpu = gpu_backend(work, &initial);
+    let mut gpu = make(work, &initial);
     let gpu_metrics = epoch(&mut gpu, &work, &permutation, config.lr);
     let gpu_params = gpu.parameters().unwrap();
     let gpu_seconds = started.elapsed().as_secs_f64();
@@ -159,6 +165,57 @@ fn hundred_steps_of_batch_100_match_the_cpu_for_every_activation_output_and_loss
                 step_parity(&config, seed);
             }
         }
+    }
+}
+
+/// Step parity with every matmul variant forced for every layer, and with the plan tuning
+/// chooses (timed afresh, into a temporary cache): 784-32-16-10 (every matmul of every layer
+/// runs: two hidden layers, so backward_input too), 21 steps of batch 100 ending in a partial
+/// batch of 50, and 784-32-10 at batch 37 (no block divides it).
+#[test]
+fn every_matmul_variant_and_the_tuned_plan_train_like_the_cpu() {
+    let configs = [
+        Config {
+            widths: &[784, 32, 16, 10],
+            activation: Activation::Tanh,
+            output: Output::Softmax,
+            loss: Loss::Ce,
+            init: Init::He,
+            lr: 0.1,
+            l2: 1e-3,
+            batch_size: 100,
+            examples: 2_050,
+        },
+        Config {
+            widths: &[784, 32, 10],
+            activation: Activation::Relu,
+            output: Output::Sigmoid,
+            loss: Loss::Mse,
+            init: Init::Uniform,
+            lr: 0.5,
+            l2: 0.0,
+            batch_size: 37,
+            examples: 3_700,
+        },
+    ];
+    let variants = MatmulVariant::available(&GpuContext::new().expect("a GPU adapter (lavapipe will do)"));
+    for (seed, config) in configs.iter().enumerate() {
+        for &variant in &variants {
+            let make = |work: Workload, initial: &[f32]| {
+                let ctx = GpuContext::new().unwrap();
+                let plan = MatmulPlan::uniform(variant, work.spec.layers());
+                GpuBackend::with_plan(ctx, work, initial, plan).unwrap()
+            };
+            step_parity_on(config, seed as u64, &format!("{}: ", variant.name), &make);
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let make = |work: Workload, initial: &[f32]| {
+            let ctx = GpuContext::new().unwrap();
+            let tuned = tune::tune(&ctx, &work, TuneMode::Fresh, &TuneCache::at(cache.path())).unwrap();
+            println!("tuned: {}", tuned.plan.describe());
+            GpuBackend::tuned(ctx, tuned, work, initial).unwrap()
+        };
+        step_parity_on(config, seed as u64, "tuned: ", &make);
     }
 }
 
@@ -746,7 +803,7 @@ fn the_cli_trains_on_the_gpu_with_one_submit_and_one_readback() {
         "1",
     ];
     let run = |device: &str| {
-        let out = Command::new(BIN)
+        let out = common::gpu_mlp()
             .args(["--device", device, "--threads", "1"])
             .args(args)
             .output()
@@ -791,7 +848,7 @@ fn the_cli_trains_on_the_gpu_with_one_submit_and_one_readback() {
 
 #[test]
 fn the_cli_lists_the_devices() {
-    let out = Command::new(BIN).arg("--list-devices").output().expect("gpu-mlp runs");
+    let out = common::gpu_mlp().arg("--list-devices").output().expect("gpu-mlp runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     if expect_llvmpipe() {

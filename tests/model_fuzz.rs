@@ -171,6 +171,7 @@ fn checkpoint() -> Checkpoint {
                 data_crc32: 12345,
                 device: "cpu".into(),
                 adapter: "cpu (1 thread)".into(),
+                gpu_matmuls: None,
                 optimizer: Optimizer::new(OptimizerKind::Momentum),
                 dropout: 0.5,
                 input_dropout: 0.0,

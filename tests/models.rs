@@ -3,6 +3,8 @@
 //! run that trained the model; predict reads back the test images as eval sees them; a large
 //! off-centre digit on white is recognised; every bad file is one sentence naming it.
 
+mod common;
+
 use gpu_mlp::backend::{Backend, Workload};
 use gpu_mlp::cpu::CpuBackend;
 use gpu_mlp::data::Mnist;
@@ -422,6 +424,7 @@ fn settings() -> RunSettings {
         data_crc32: 0,
         device: "cpu".into(),
         adapter: "cpu (2 threads)".into(),
+        gpu_matmuls: None,
         optimizer: Optimizer::new(OptimizerKind::Adam),
         dropout: 0.3,
         input_dropout: 0.1,

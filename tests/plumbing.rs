@@ -7,7 +7,7 @@ use common::BIN;
 use std::process::{Command, Stdio};
 
 fn gpu_mlp() -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command.args(["--device", "cpu", "--train-examples", "500", "--test-examples", "100"]);
     command
 }

@@ -103,7 +103,7 @@ fn run_printed_resume(stderr: &str) {
         .find_map(|l| l.strip_prefix("resume with: "))
         .unwrap_or_else(|| panic!("no resume command in:\n{stderr}"));
     let words = shlex::split(line).expect("a shell command");
-    assert_eq!(words[0], BIN, "the command names this binary");
+    assert_eq!(words[0], common::BIN, "the command names this binary");
     let out = command(&words[1..].iter().map(String::as_str).collect::<Vec<_>>())
         .output()
         .unwrap();

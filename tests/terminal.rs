@@ -45,7 +45,10 @@ impl Tmux {
         let tmux = Tmux {
             socket: format!("gpu-mlp-test-{}-{name}", std::process::id()),
         };
-        let shell = format!("env -u XDG_RUNTIME_DIR -u RUST_LOG '{BIN}' {args}; echo \"[exit $?]\"; sleep 600");
+        let shell = format!(
+            "env -u XDG_RUNTIME_DIR -u RUST_LOG GPU_MLP_CACHE_DIR='{}' '{BIN}' {args}; echo \"[exit $?]\"; sleep 600",
+            common::tune_cache_dir().display()
+        );
         let status = tmux
             .tmux()
             .args(["new-session", "-d", "-s", "run", "-x", "160", "-y", "40", "-c"])

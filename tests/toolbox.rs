@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{random_dataset, rng, BIN};
+use common::{random_dataset, rng};
 use gpu_mlp::backend::{Backend, Split, Workload};
 use gpu_mlp::cpu::ops;
 use gpu_mlp::cpu::{loss_and_gradient, loss_and_gradient_with, CpuBackend};
@@ -14,7 +14,6 @@ use gpu_mlp::network::{Activation, Loss, NetworkSpec, Output};
 use gpu_mlp::optim::{Optimizer, OptimizerKind, StepConstants};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use std::process::Command;
 
 // --- Optimisers, step by step ----------------------------------------------------------------
 
@@ -384,7 +383,7 @@ fn standardization_uses_each_pixels_mean_and_deviation_with_a_floor() {
 // --- Flags -------------------------------------------------------------------------------------
 
 fn fails_with(args: &[&str], needles: &[&str]) {
-    let out = Command::new(BIN)
+    let out = common::gpu_mlp()
         .args(["--device", "cpu", "--train-examples", "200", "--test-examples", "50"])
         .args(args)
         .output()
@@ -452,7 +451,7 @@ fn impossible_toolbox_settings_are_one_sentence_errors() {
 /// The schedule reaches the report: a warm-up then a cosine, per epoch's first step.
 #[test]
 fn schedules_show_in_the_reported_lr() {
-    let out = Command::new(BIN)
+    let out = common::gpu_mlp()
         .args([
             "--device",
             "cpu",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{json_objects, mnist_dir, BIN};
+use common::{json_objects, mnist_dir};
 use gpu_mlp::plot::{RUN_COLOURS, SIZE, TEST_COLOUR, TRAIN_COLOUR, VALIDATION_COLOUR};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The binary on a small MNIST run: `args` added to a data folder and quick-run sizes.
 fn gpu_mlp(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command
         .arg("--data-dir")
         .arg(mnist_dir())
@@ -277,7 +277,7 @@ fn plot_compares_saved_runs() {
     run(three_epochs(&["--lr", "0.05", "--metrics-out", a.to_str().unwrap()]));
     run(three_epochs(&["--lr", "0.5", "--metrics-out", b.to_str().unwrap()]));
     let png = dir.path().join("cmp.png");
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command.args([
         "plot",
         a.to_str().unwrap(),
@@ -328,7 +328,7 @@ fn unwritable_and_unreadable_files_are_named() {
         "{\"epoch\": 1, \"train_loss\": 0.5, \"train_accuracy\": 0.9}\nnot json\n",
     )
     .unwrap();
-    let mut command = Command::new(BIN);
+    let mut command = common::gpu_mlp();
     command.args([
         "plot",
         bad.to_str().unwrap(),
@@ -360,7 +360,7 @@ fn wgpu_logs_only_when_asked() {
 #[test]
 fn completions_know_the_flags() {
     for shell in ["bash", "zsh", "fish"] {
-        let mut command = Command::new(BIN);
+        let mut command = common::gpu_mlp();
         command.args(["completions", shell]);
         let script = stdout_of(&run(command));
         for word in ["gpu-mlp", "metrics-out", "plot", "bench", "quiet"] {

@@ -14,6 +14,7 @@ use super::DeviceChoice;
 use crate::backend::{Backend, OptimizerState};
 use crate::data::Standardization;
 use crate::error::{ConfigError, Error, Result, ResumeError, WidthsFlag};
+use crate::gpu::kernels::matmul::MatmulPlan;
 use crate::model::{self, Checkpoint, Model, ModelError, ModelInfo, RunSettings, SpecHints, TrainingState};
 use crate::network::{parse_widths, Init, NetworkSpec};
 use crate::optim::OptimizerKind;
@@ -41,6 +42,21 @@ pub(super) struct Beginning {
 }
 
 impl Beginning {
+    /// The GPU matmul variants a resumed checkpoint was trained with, if it records them and
+    /// this build has them all.
+    pub fn recorded_matmuls(&self) -> Option<MatmulPlan> {
+        let (_, state) = self.resumed.as_ref()?;
+        let text = state.settings.gpu_matmuls.as_ref()?;
+        let names = text
+            .split(';')
+            .map(|layer| {
+                let ops: Vec<String> = layer.split(',').map(str::to_string).collect();
+                <[String; 3]>::try_from(ops).ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        MatmulPlan::from_names(&names)
+    }
+
     /// Reads `--resume` or `--init-from` and merges the file's settings into the flags.
     pub fn from_args(args: &TrainArgs) -> Result<Beginning> {
         if let Some(path) = &args.resume {
@@ -378,6 +394,10 @@ pub(super) fn settings_of(run: &Run, args: &TrainArgs, backend: &dyn Backend) ->
         data_crc32: model::data_crc32(&run.train),
         device: backend.device().to_string(),
         adapter: backend.adapter(),
+        gpu_matmuls: backend.matmul_variants().map(|layers| {
+            let layers: Vec<String> = layers.iter().map(|ops| ops.join(",")).collect();
+            layers.join(";")
+        }),
         optimizer: run.optimizer,
         dropout: run.dropout.hidden,
         input_dropout: run.dropout.input,

@@ -19,6 +19,8 @@ use crate::cpu::CpuBackend;
 use crate::error::{GpuError, Result, WidthsFlag};
 use crate::footprint::{Footprint, Memory};
 use crate::gpu::context::{self, AdapterKind, GpuContext};
+use crate::gpu::kernels::matmul::MatmulPlan;
+use crate::gpu::tune::{self, PlanSource, TuneCache, TuneMode};
 use crate::gpu::GpuBackend;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -197,16 +199,32 @@ pub fn check_fits(device: &OpenDevice, work: &Workload, widths: WidthsFlag, thre
     Ok(footprint.check(Memory::available())?)
 }
 
-/// The backend for `work` on an open device, starting from `params`.
+/// How a GPU run chooses its matmul variants: `--tune`, or the variants a checkpoint recorded
+/// (a resumed run uses them, so that it continues bit for bit).
+#[derive(Clone, Debug)]
+pub enum GpuKernels {
+    Tune(TuneMode),
+    Recorded(MatmulPlan),
+}
+
+/// The backend for `work` on an open device, starting from `params`; on the GPU with its matmul
+/// variants chosen as `kernels` says.
 pub fn build_backend<'a>(
     device: OpenDevice,
     work: Workload<'a>,
     params: Vec<f32>,
     threads: usize,
+    kernels: &GpuKernels,
 ) -> Result<Box<dyn Backend + 'a>> {
     Ok(match device {
         OpenDevice::Cpu => Box::new(CpuBackend::new(work, params, threads)?),
-        OpenDevice::Gpu(ctx) => Box::new(GpuBackend::with_context(*ctx, work, &params)?),
+        OpenDevice::Gpu(ctx) => {
+            let tuned = match kernels {
+                GpuKernels::Tune(mode) => tune::tune(&ctx, &work, *mode, &TuneCache::from_env())?,
+                GpuKernels::Recorded(plan) => tune::planned(&ctx, plan.clone(), PlanSource::Checkpoint)?,
+            };
+            Box::new(GpuBackend::tuned(*ctx, tuned, work, &params)?)
+        }
     })
 }
 
@@ -220,13 +238,18 @@ pub fn make_backend<'a>(
 ) -> Result<Box<dyn Backend + 'a>> {
     let device = open_device(device)?;
     check_fits(&device, &work, WidthsFlag::Layers, threads)?;
-    build_backend(device, work, params, threads)
+    build_backend(device, work, params, threads, &GpuKernels::Tune(TuneMode::Off))
 }
 
 /// `--list-devices`: every adapter wgpu can see.
 pub fn list_devices() -> Result<()> {
     let mut out = std::io::stdout().lock();
     let adapters = context::list_adapters();
+    let cache = TuneCache::from_env();
+    let cached = tune::cached_choices(&cache);
+    let cache_path = cache
+        .path()
+        .map_or_else(|| "none: no cache folder".to_string(), |p| p.display().to_string());
     if adapters.is_empty() {
         writeln!(out, "no GPU adapters found ({})", GpuError::NoAdapter)?;
     }
@@ -240,6 +263,21 @@ pub fn list_devices() -> Result<()> {
             "{}  [{}, {}, {kind}]  {}",
             a.name, a.backend, a.device_type, a.driver
         )?;
+        let choices = cached.get(&a.tune_key);
+        match choices {
+            Some(choices) if !choices.is_empty() => {
+                writeln!(out, "  tuned matmul variants (cache {}):", cache_path)?;
+                for (matmul, choice) in choices {
+                    writeln!(
+                        out,
+                        "    {matmul:<28} {:<8} {:.3} ms",
+                        choice.variant,
+                        choice.seconds * 1e3
+                    )?;
+                }
+            }
+            _ => writeln!(out, "  no tuned matmul variants cached (cache {cache_path})")?,
+        }
     }
     writeln!(out, "cpu  [{} threads]", cores())?;
     Ok(())

@@ -2,12 +2,13 @@
 //! turn flags into a [`Run`], and the run itself.
 
 use super::keep::{self, Beginning, Keeper, RunProgress};
-use super::{build_backend, check_fits, default_data_dir, open_device, threads_or_all, DeviceChoice};
+use super::{build_backend, check_fits, default_data_dir, open_device, threads_or_all, DeviceChoice, GpuKernels};
 use crate::backend::{Backend, Split, Workload};
 use crate::data::{self, Dataset, Normalize, Standardization};
 use crate::dropout::Dropout;
 use crate::error::{ConfigError, Error, Result, WidthsFlag};
 use crate::evaluate;
+use crate::gpu::tune::TuneMode;
 use crate::init;
 use crate::metrics_file::MetricsFile;
 use crate::network::{parse_widths, Activation, Init, Loss, NetworkSpec, Output};
@@ -230,9 +231,14 @@ pub struct TrainArgs {
     /// At the end, draw accuracy and loss against the epoch to FILE (.png or .svg).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// List the GPU adapters wgpu can see, and exit.
+    /// List the GPU adapters wgpu can see, with the matmul variants tuned for each, and exit.
     #[arg(long)]
     pub list_devices: bool,
+    /// How the GPU picks its matmul kernels: `cached` uses the choice remembered for this adapter
+    /// (timing each variant once, at the first run), `fresh` times them again, `off` uses the
+    /// default. A resumed run uses the kernels its checkpoint records.
+    #[arg(long, value_enum, default_value_t = TuneMode::Cached)]
+    pub tune: TuneMode,
     /// Write the model, a checkpoint (weights and training state, safetensors), to PATH when
     /// training ends or is stopped (Ctrl-C).
     #[arg(long, value_name = "PATH")]
@@ -642,7 +648,11 @@ pub fn train_command(args: &TrainArgs) -> Result<()> {
         let progress = watched.lock().expect("progress");
         watched_bar.suspend(|| eprintln!("{}", keep::announce(&progress, signal)));
     })?;
-    let mut backend = build_backend(device, work, params, run.threads)?;
+    let kernels = match beginning.recorded_matmuls() {
+        Some(plan) if !args.given("tune") => GpuKernels::Recorded(plan),
+        _ => GpuKernels::Tune(args.tune),
+    };
+    let mut backend = build_backend(device, work, params, run.threads, &kernels)?;
     if let Some(state) = beginning.optimizer() {
         backend.set_optimizer_state(state)?;
     }

@@ -22,6 +22,8 @@ pub struct AdapterSummary {
     pub device_type: String,
     pub driver: String,
     pub kind: AdapterKind,
+    /// What the tuning cache files its choices under (`tune::adapter_key`).
+    pub tune_key: String,
 }
 
 fn kind_of(info: &wgpu::AdapterInfo) -> AdapterKind {
@@ -178,6 +180,7 @@ pub async fn list_adapters_async() -> Vec<AdapterSummary> {
                 device_type: format!("{:?}", info.device_type),
                 driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
                 kind: kind_of(&info),
+                tune_key: super::tune::adapter_key(&info),
             }
         })
         .collect()
@@ -271,7 +274,8 @@ impl GpuContext {
         adjust(&mut limits);
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("gpu-mlp"),
-            required_features: wgpu::Features::empty(),
+            // Subgroups where the adapter has them: the subgroup matmul variant needs them.
+            required_features: adapter.features() & wgpu::Features::SUBGROUP,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()

@@ -12,6 +12,7 @@ pub mod kernels;
 mod logits;
 #[cfg(feature = "native")]
 pub mod oneshot;
+pub mod tune;
 
 use crate::backend::{
     self, AfterBatch, Backend, BatchOps, EpochMetrics, GpuCounters, OptimizerState, Split, SplitMetrics, Workload,
@@ -22,7 +23,7 @@ use crate::network::{NetworkSpec, ParamLayout};
 use crate::optim::{Optimizer, StepConstants};
 use context::{GpuContext, SyncCounts};
 use kernels::gather::{GatherBindings, GatherParams};
-use kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams};
+use kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams, MatmulPlan, MatmulVariant};
 use kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
 use kernels::update::{UpdateBuffers, UpdateParams};
 use kernels::{params_buffer, BatchBinding, BatchEntry, BatchTable, Kernels};
@@ -60,6 +61,9 @@ fn block_on<T>(_future: impl std::future::Future<Output = Result<T>>, twin: &str
 pub struct GpuBackend {
     ctx: GpuContext,
     kernels: Kernels,
+    /// Which variant computes each layer's matmuls, and how it was chosen.
+    plan: MatmulPlan,
+    plan_source: String,
     spec: NetworkSpec,
     layout: ParamLayout,
     batch_table: BatchTable,
@@ -93,9 +97,27 @@ impl GpuBackend {
         GpuBackend::with_context(ctx, work, params)
     }
 
-    /// Builds the backend on an open device.
+    /// Builds the backend on an open device, every matmul computed by the default variant.
     pub fn with_context(ctx: GpuContext, work: Workload, params: &[f32]) -> Result<GpuBackend> {
-        let kernels = Kernels::new(&ctx)?;
+        let plan = MatmulPlan::uniform(MatmulVariant::DEFAULT, work.spec.layers());
+        GpuBackend::with_plan(ctx, work, params, plan)
+    }
+
+    /// Builds the backend on an open device, each matmul computed by the variant `plan` names.
+    pub fn with_plan(ctx: GpuContext, work: Workload, params: &[f32], plan: MatmulPlan) -> Result<GpuBackend> {
+        let kernels = Kernels::with_matmul_variants(&ctx, &plan.variants())?;
+        GpuBackend::with_kernels(ctx, kernels, work, params, plan)
+    }
+
+    /// Builds the backend on an open device with `kernels` compiled for it (they must hold
+    /// every variant of `plan`: a tuned run reuses the kernels it timed).
+    pub fn with_kernels(
+        ctx: GpuContext,
+        kernels: Kernels,
+        work: Workload,
+        params: &[f32],
+        matmul_plan: MatmulPlan,
+    ) -> Result<GpuBackend> {
         let spec = work.spec.clone();
         let layout = spec.layout();
         assert_eq!(
@@ -113,8 +135,15 @@ impl GpuBackend {
         let shared = SplitShared::new(&ctx, &spec, work.standardize, &activations, &metrics)?;
         let splits = Splits::new(&ctx, &kernels, &shared, &work, &plan)?;
         ctx.wait("uploading the data and parameters")?;
+        assert_eq!(
+            matmul_plan.layers.len(),
+            layout.layers.len(),
+            "one plan entry per layer"
+        );
         Ok(GpuBackend {
             kernels,
+            plan: matmul_plan,
+            plan_source: "default".into(),
             spec,
             layout,
             batch_table,
@@ -136,6 +165,19 @@ impl GpuBackend {
         })
     }
 
+    /// Builds the backend with the plan and kernels of `tuned` (see [`tune::tune`]).
+    pub fn tuned(ctx: GpuContext, tuned: tune::Tuned, work: Workload, params: &[f32]) -> Result<GpuBackend> {
+        let report = tuned.report;
+        let mut backend = GpuBackend::with_kernels(ctx, tuned.kernels, work, params, tuned.plan)?;
+        backend.plan_source = report.describe();
+        Ok(backend)
+    }
+
+    /// Which variant computes each layer's matmuls.
+    pub fn plan(&self) -> &MatmulPlan {
+        &self.plan
+    }
+
     /// Records the ops of batch `index` of `part`: forward, backward and update for training,
     /// forward only for a held-out split.
     fn record_batch(&mut self, part: Part, index: usize) {
@@ -145,6 +187,7 @@ impl GpuBackend {
         let mut ops = GpuBatch {
             pass: self.pass.as_mut().expect("an epoch is being recorded"),
             kernels: &self.kernels,
+            plan: &self.plan,
             spec: &self.spec,
             layout: &self.layout,
             split,
@@ -552,6 +595,7 @@ impl Splits {
 struct GpuBatch<'a> {
     pass: &'a mut wgpu::ComputePass<'static>,
     kernels: &'a Kernels,
+    plan: &'a MatmulPlan,
     spec: &'a NetworkSpec,
     layout: &'a ParamLayout,
     split: &'a SplitBuffers,
@@ -573,9 +617,10 @@ impl GpuBatch<'_> {
 
     fn matmul(&mut self, op: MatmulOp, layer: usize, group: &wgpu::BindGroup) {
         let shape = &self.layout.layers[layer];
+        let variant = self.plan.get(layer, op);
         self.kernels
             .matmul
-            .record(self.pass, op, group, self.batch, self.rows, shape);
+            .record(self.pass, variant, op, group, self.batch, self.rows, shape);
         self.dispatches += 1;
     }
 }
@@ -692,6 +737,14 @@ impl Backend for GpuBackend {
 
     fn adapter(&self) -> String {
         self.ctx.adapter_name()
+    }
+
+    fn matmul_variants(&self) -> Option<Vec<[String; 3]>> {
+        Some(self.plan.names())
+    }
+
+    fn kernel_choice(&self) -> Option<String> {
+        Some(format!("{}: {}", self.plan_source, self.plan.describe()))
     }
 
     fn begin_epoch(&mut self, permutation: &[u32], steps: &[StepConstants]) -> Result<()> {

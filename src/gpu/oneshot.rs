@@ -90,6 +90,8 @@ pub struct Updated {
 pub struct KernelRunner {
     pub ctx: GpuContext,
     pub kernels: Kernels,
+    /// What computes the matmuls.
+    pub variant: MatmulVariant,
     /// Times each kernel is dispatched per call (1 for tests; more to time it, see [`KernelRunner::timed`]).
     repeats: AtomicU32,
     /// Seconds (as f64 bits) the last call's dispatches took on the device, submit to completion.
@@ -107,16 +109,21 @@ pub struct OutputLossResult {
 
 impl KernelRunner {
     pub fn new() -> Result<KernelRunner, GpuError> {
-        KernelRunner::with_matmul_variant(MatmulVariant::TILED_64)
+        KernelRunner::with_matmul_variant(MatmulVariant::DEFAULT)
     }
 
     /// A runner whose matmuls are computed by `variant`.
     pub fn with_matmul_variant(variant: MatmulVariant) -> Result<KernelRunner, GpuError> {
-        let ctx = GpuContext::new()?;
+        KernelRunner::with_context(GpuContext::new()?, variant)
+    }
+
+    /// A runner on an open device whose matmuls are computed by `variant`.
+    pub fn with_context(ctx: GpuContext, variant: MatmulVariant) -> Result<KernelRunner, GpuError> {
         let kernels = Kernels::with_matmul_variant(&ctx, variant)?;
         Ok(KernelRunner {
             ctx,
             kernels,
+            variant,
             repeats: AtomicU32::new(1),
             last_seconds: AtomicU64::new(0),
         })
@@ -303,7 +310,7 @@ impl KernelRunner {
         let kernel = op.entry_point();
         let group = matmul.bind(&self.ctx, kernel, bindings);
         self.run(kernel, batch, |pass, binding| {
-            matmul.record(pass, op, &group, binding, batch.rows, shape)
+            matmul.record(pass, self.variant, op, &group, binding, batch.rows, shape)
         })
     }
 

@@ -35,10 +35,11 @@ pub fn mnist() -> &'static Mnist {
     &MNIST
 }
 
-/// The binary with `args`, backtraces off so that a panic shows its usual hint. Nothing else is
-/// set: the program quiets Mesa itself (its XDG_RUNTIME_DIR note), so the tests do not.
+/// The binary with `args`, backtraces off so that a panic shows its usual hint, its tuning cache
+/// in [`tune_cache_dir`]. Nothing else is set: the program quiets Mesa itself (its
+/// XDG_RUNTIME_DIR note), so the tests do not.
 pub fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = gpu_mlp();
     command
         .args(args)
         .env_remove("RUST_BACKTRACE")
@@ -380,4 +381,17 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
     gz.write_all(bytes).unwrap();
     gz.finish().unwrap()
+}
+
+/// Where the binary keeps its GPU tuning cache in the tests (`GPU_MLP_CACHE_DIR`): under cargo's
+/// scratch folder for tests, never the user's own cache.
+pub fn tune_cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tune-cache")
+}
+
+/// The binary, with its tuning cache in [`tune_cache_dir`].
+pub fn gpu_mlp() -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    command.env("GPU_MLP_CACHE_DIR", tune_cache_dir());
+    command
 }

@@ -21,6 +21,9 @@ use bytemuck::{Pod, Zeroable};
 const SHARED: WgslFile = wgsl_file!("matmul.wgsl");
 /// The variants' own files.
 const TILED: WgslFile = wgsl_file!("matmul_tiled.wgsl");
+const DIRECT: WgslFile = wgsl_file!("matmul_direct.wgsl");
+const DIRECT_4: WgslFile = wgsl_file!("matmul_direct4.wgsl");
+const SUBGROUP: WgslFile = wgsl_file!("matmul_subgroup.wgsl");
 
 /// `MatmulParams` in `shaders/matmul.wgsl`: one layer's shape and place in the flat buffers.
 #[repr(C)]
@@ -78,14 +81,14 @@ kernel_bindings! {
 }
 
 /// The three matmuls; each is an entry point of every variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulOp {
     /// `A_l = f(A_{l-1}·W + b)`.
-    Forward,
+    Forward = 0,
     /// `dZ_{l-1} = (dZ_l·Wᵀ) ⊙ f'(A_{l-1})`.
-    BackwardInput,
+    BackwardInput = 1,
     /// `[dW; db] = [A_{l-1}ᵀ·dZ_l; Σ_rows dZ_l]`.
-    BackwardWeights,
+    BackwardWeights = 2,
 }
 
 impl MatmulOp {
@@ -99,6 +102,11 @@ impl MatmulOp {
         }
     }
 
+    /// "forward", "backward_input", "backward_weights": how reports and the tuning cache name it.
+    pub fn short_name(self) -> &'static str {
+        &self.entry_point()["matmul_".len()..]
+    }
+
     /// The product's shape, rows × columns, for a batch of `rows` through a layer of `shape`:
     /// what the grid covers. The weight gradient has one row more: the bias gradient.
     pub fn product(self, rows: usize, shape: &LayerShape) -> (usize, usize) {
@@ -110,52 +118,262 @@ impl MatmulOp {
     }
 }
 
+/// How a variant sums, and the numbers it is compiled with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulScheme {
+    /// `shaders/matmul_tiled.wgsl`: a workgroup computes a `tile × tile` block of the product
+    /// (`TILE`), each invocation a [`MatmulVariant::THREAD_TILE`]² block of it in registers,
+    /// staging `depth` reduction steps of both operands in workgroup memory at a time (`DEPTH`).
+    Staged { tile: u32, depth: u32 },
+    /// `shaders/matmul_direct.wgsl` (`columns` 1) or `matmul_direct4.wgsl` (`columns` 4): no
+    /// workgroup memory; a workgroup of `workgroup` invocations (`DIRECT_WORKGROUP`) computes
+    /// [`MatmulVariant::DIRECT_ROWS`] rows × `workgroup · columns` columns, each invocation
+    /// `columns` columns' rows in registers (`DIRECT_COLUMNS`), reading its operands straight
+    /// from storage.
+    Direct { workgroup: u32, columns: u32 },
+    /// `shaders/matmul_subgroup.wgsl`: as `Direct` with one column per invocation, the row
+    /// operand loaded [`MatmulVariant::SUBGROUP_CHUNK`] steps at a time, one step per lane, and
+    /// shared with `subgroupBroadcast`. Needs `Features::SUBGROUP` and subgroups of at least
+    /// `SUBGROUP_CHUNK` invocations.
+    Subgroup { workgroup: u32 },
+}
+
 /// One way of computing the matmuls: a WGSL file (compiled after `shaders/matmul.wgsl`) with the
 /// entry points of every [`MatmulOp`], and the constants it is compiled with. Several variants
 /// can be built side by side from the same file with other constants; the grid follows from them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulVariant {
-    /// How reports name it.
+    /// How reports, the tuning cache and checkpoints name it: unique among [`MatmulVariant::ALL`].
     pub name: &'static str,
     pub source: &'static WgslFile,
-    /// A workgroup computes a `tile × tile` block of the product (`TILE`).
-    pub tile: u32,
-    /// Reduction steps staged in workgroup memory at a time (`DEPTH`).
-    pub depth: u32,
+    pub scheme: MatmulScheme,
 }
 
 impl MatmulVariant {
     /// 64 × 64 tiles, 8 × 8 outputs per invocation in registers, 16 reduction steps staged at a
-    /// time (`shaders/matmul_tiled.wgsl`).
-    pub const TILED_64: MatmulVariant = MatmulVariant {
-        name: "tiled 64x64, depth 16",
-        source: &TILED,
-        tile: 64,
-        depth: 16,
+    /// time: few, large workgroups (4 for 784-128-10's forward matmul at batch 100).
+    pub const TILED_64: MatmulVariant = MatmulVariant::staged("tiled64", 64, 16);
+
+    /// 32 × 32 tiles (16 invocations), 8 steps staged: four times the workgroups of
+    /// [`MatmulVariant::TILED_64`], for batches too small to fill a GPU with 64 × 64 tiles.
+    pub const TILED_32: MatmulVariant = MatmulVariant::staged("tiled32", 32, 8);
+
+    /// Operands straight from storage, 16 rows × 64 columns per workgroup, no barrier.
+    pub const DIRECT: MatmulVariant = MatmulVariant {
+        name: "direct",
+        source: &DIRECT,
+        scheme: MatmulScheme::Direct {
+            workgroup: 64,
+            columns: 1,
+        },
     };
 
-    /// Outputs per invocation along each edge: `matmul_tiled.wgsl` writes its register tile out
-    /// for 8 × 8.
+    /// As [`MatmulVariant::DIRECT`], each invocation 16 rows × 4 columns (64 columns per
+    /// workgroup of 16): 4 times the multiply-adds per row-operand load.
+    pub const DIRECT_4: MatmulVariant = MatmulVariant {
+        name: "direct4",
+        source: &DIRECT_4,
+        scheme: MatmulScheme::Direct {
+            workgroup: 16,
+            columns: 4,
+        },
+    };
+
+    /// As [`MatmulVariant::DIRECT`], the row operand shared through the subgroup (where the
+    /// adapter has subgroups of 8 or more).
+    pub const SUBGROUP: MatmulVariant = MatmulVariant {
+        name: "subgroup",
+        source: &SUBGROUP,
+        scheme: MatmulScheme::Subgroup { workgroup: 64 },
+    };
+
+    /// Every variant, the default first.
+    pub const ALL: [MatmulVariant; 5] = [
+        MatmulVariant::TILED_64,
+        MatmulVariant::TILED_32,
+        MatmulVariant::DIRECT,
+        MatmulVariant::DIRECT_4,
+        MatmulVariant::SUBGROUP,
+    ];
+
+    /// The order tuning times them in: the usual winners on lavapipe first (a candidate far
+    /// slower than the best so far is cut short).
+    pub const TUNING_ORDER: [MatmulVariant; 5] = [
+        MatmulVariant::SUBGROUP,
+        MatmulVariant::DIRECT_4,
+        MatmulVariant::TILED_64,
+        MatmulVariant::TILED_32,
+        MatmulVariant::DIRECT,
+    ];
+
+    /// Reduction steps a subgroup shares per chunk (`SUBGROUP_CHUNK`): the subgroup variant
+    /// writes its chunk out for 8.
+    pub const SUBGROUP_CHUNK: u32 = 8;
+
+    /// What `--tune off` uses, and a run with no tuning.
+    pub const DEFAULT: MatmulVariant = MatmulVariant::TILED_64;
+
+    /// Outputs per invocation along each edge of a staged tile: `matmul_tiled.wgsl` writes its
+    /// register tile out for 8 × 8.
     pub const THREAD_TILE: u32 = 8;
 
-    /// Invocations per workgroup: one per `THREAD_TILE × THREAD_TILE` block of the tile.
+    /// Rows per invocation of the direct variant: `matmul_direct.wgsl` writes its accumulators
+    /// out for 16.
+    pub const DIRECT_ROWS: u32 = 16;
+
+    /// A staged-tile variant (`shaders/matmul_tiled.wgsl`) with `tile` and `depth`.
+    pub const fn staged(name: &'static str, tile: u32, depth: u32) -> MatmulVariant {
+        MatmulVariant {
+            name,
+            source: &TILED,
+            scheme: MatmulScheme::Staged { tile, depth },
+        }
+    }
+
+    /// The variant of [`MatmulVariant::ALL`] named `name`.
+    pub fn by_name(name: &str) -> Option<MatmulVariant> {
+        MatmulVariant::ALL.into_iter().find(|v| v.name == name)
+    }
+
+    /// The device features the variant's shader needs.
+    pub fn required_features(&self) -> wgpu::Features {
+        match self.scheme {
+            MatmulScheme::Subgroup { .. } => wgpu::Features::SUBGROUP,
+            _ => wgpu::Features::empty(),
+        }
+    }
+
+    /// Whether `ctx`'s device can run the variant: its features, and for the subgroup variant
+    /// subgroups of at least [`MatmulVariant::SUBGROUP_CHUNK`] invocations.
+    pub fn runs_on(&self, ctx: &GpuContext) -> bool {
+        let subgroups_fit = match self.scheme {
+            MatmulScheme::Subgroup { .. } => ctx.info.subgroup_min_size >= Self::SUBGROUP_CHUNK,
+            _ => true,
+        };
+        ctx.device.features().contains(self.required_features()) && subgroups_fit
+    }
+
+    /// The variants of [`MatmulVariant::ALL`] that `ctx`'s device can run.
+    pub fn available(ctx: &GpuContext) -> Vec<MatmulVariant> {
+        MatmulVariant::ALL.into_iter().filter(|v| v.runs_on(ctx)).collect()
+    }
+
+    /// Invocations per workgroup.
     pub fn workgroup_size(&self) -> u32 {
-        (self.tile / Self::THREAD_TILE).pow(2)
+        match self.scheme {
+            MatmulScheme::Staged { tile, .. } => (tile / Self::THREAD_TILE).pow(2),
+            MatmulScheme::Direct { workgroup, .. } | MatmulScheme::Subgroup { workgroup } => workgroup,
+        }
+    }
+
+    /// Rows × columns of the product one workgroup computes.
+    pub fn block(&self) -> (u32, u32) {
+        match self.scheme {
+            MatmulScheme::Staged { tile, .. } => (tile, tile),
+            MatmulScheme::Direct { workgroup, columns } => (Self::DIRECT_ROWS, workgroup * columns),
+            MatmulScheme::Subgroup { workgroup } => (Self::DIRECT_ROWS, workgroup),
+        }
     }
 
     /// What the shader is compiled with, besides the shared constants.
     pub fn constants(&self) -> Vec<WgslConst> {
-        vec![
-            WgslConst::new("TILE", self.tile),
-            WgslConst::new("DEPTH", self.depth),
-            WgslConst::new("THREAD_TILE", Self::THREAD_TILE),
-            WgslConst::new("MATMUL_WORKGROUP", self.workgroup_size()),
-        ]
+        match self.scheme {
+            MatmulScheme::Staged { tile, depth } => vec![
+                WgslConst::new("TILE", tile),
+                WgslConst::new("DEPTH", depth),
+                WgslConst::new("THREAD_TILE", Self::THREAD_TILE),
+                WgslConst::new("MATMUL_WORKGROUP", self.workgroup_size()),
+            ],
+            MatmulScheme::Direct { workgroup, columns } => vec![
+                WgslConst::new("DIRECT_WORKGROUP", workgroup),
+                WgslConst::new("DIRECT_ROWS", Self::DIRECT_ROWS),
+                WgslConst::new("DIRECT_COLUMNS", columns),
+            ],
+            MatmulScheme::Subgroup { workgroup } => vec![
+                WgslConst::new("DIRECT_WORKGROUP", workgroup),
+                WgslConst::new("DIRECT_ROWS", Self::DIRECT_ROWS),
+                WgslConst::new("SUBGROUP_CHUNK", Self::SUBGROUP_CHUNK),
+            ],
+        }
     }
 
-    /// Workgroups (x over columns, y over rows) covering a `rows × cols` product in tiles.
+    /// Workgroups (x over columns, y over rows) covering a `rows × cols` product in blocks.
     pub fn grid(&self, (rows, cols): (usize, usize)) -> (u32, u32) {
-        ((cols as u32).div_ceil(self.tile), (rows as u32).div_ceil(self.tile))
+        let (block_rows, block_cols) = self.block();
+        ((cols as u32).div_ceil(block_cols), (rows as u32).div_ceil(block_rows))
+    }
+}
+
+/// Which variant computes each matmul of each layer: `layers[l][op as usize]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatmulPlan {
+    pub layers: Vec<[MatmulVariant; 3]>,
+}
+
+impl MatmulPlan {
+    /// `variant` for every matmul of `layers` layers.
+    pub fn uniform(variant: MatmulVariant, layers: usize) -> MatmulPlan {
+        MatmulPlan {
+            layers: vec![[variant; 3]; layers],
+        }
+    }
+
+    pub fn get(&self, layer: usize, op: MatmulOp) -> MatmulVariant {
+        self.layers[layer][op as usize]
+    }
+
+    /// The distinct variants the plan uses, in [`MatmulVariant::ALL`]'s order (others last).
+    pub fn variants(&self) -> Vec<MatmulVariant> {
+        let mut used: Vec<MatmulVariant> = Vec::new();
+        for variant in self.layers.iter().flatten() {
+            if !used.contains(variant) {
+                used.push(*variant);
+            }
+        }
+        let rank = |v: &MatmulVariant| MatmulVariant::ALL.iter().position(|a| a == v).unwrap_or(usize::MAX);
+        used.sort_by_key(rank);
+        used
+    }
+
+    /// "layer 0: forward direct, backward_weights tiled64; layer 1: …" (layer 0 has no
+    /// backward_input).
+    pub fn describe(&self) -> String {
+        let layers: Vec<String> = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, ops)| {
+                let parts: Vec<String> = MatmulOp::ALL
+                    .iter()
+                    .filter(|&&op| !(l == 0 && op == MatmulOp::BackwardInput))
+                    .map(|&op| format!("{} {}", op.short_name(), ops[op as usize].name))
+                    .collect();
+                format!("layer {l}: {}", parts.join(", "))
+            })
+            .collect();
+        layers.join("; ")
+    }
+
+    /// The plan as names, `[[forward, backward_input, backward_weights], …]` per layer: what a
+    /// checkpoint stores.
+    pub fn names(&self) -> Vec<[String; 3]> {
+        self.layers.iter().map(|ops| ops.map(|v| v.name.to_string())).collect()
+    }
+
+    /// The plan [`MatmulPlan::names`] wrote; None if a name is not a variant of this build.
+    pub fn from_names(names: &[[String; 3]]) -> Option<MatmulPlan> {
+        let layers = names
+            .iter()
+            .map(|ops| {
+                let [f, i, w] = ops;
+                Some([
+                    MatmulVariant::by_name(f)?,
+                    MatmulVariant::by_name(i)?,
+                    MatmulVariant::by_name(w)?,
+                ])
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(MatmulPlan { layers })
     }
 }
 
@@ -212,41 +430,57 @@ impl MatmulPipelines {
     }
 }
 
-/// The matmul kernels: one group-0 layout, shared by every variant, and the pipelines of the
-/// variant in use.
+/// The matmul kernels: one group-0 layout, shared by every variant, and the pipelines of each
+/// variant compiled (those a run's plan uses, or every candidate while tuning).
 pub struct Matmul {
     layout: wgpu::BindGroupLayout,
-    pipelines: MatmulPipelines,
+    pipelines: Vec<MatmulPipelines>,
 }
 
 impl Matmul {
+    /// Compiles `variants` (at least one).
     pub fn new(
         ctx: &GpuContext,
         batch_layout: &wgpu::BindGroupLayout,
-        variant: MatmulVariant,
+        variants: &[MatmulVariant],
     ) -> Result<Matmul, GpuError> {
+        assert!(!variants.is_empty(), "at least one matmul variant");
         let layout = bind_group_layout::<MatmulBindings>(ctx, "matmul");
-        Ok(Matmul {
-            pipelines: MatmulPipelines::new(ctx, &layout, batch_layout, variant)?,
-            layout,
-        })
+        let pipelines = variants
+            .iter()
+            .map(|&variant| MatmulPipelines::new(ctx, &layout, batch_layout, variant))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Matmul { pipelines, layout })
+    }
+
+    /// The variants compiled, in the order given.
+    pub fn variants(&self) -> Vec<MatmulVariant> {
+        self.pipelines.iter().map(|p| p.variant).collect()
     }
 
     pub fn bind(&self, ctx: &GpuContext, label: &str, bindings: &MatmulBindings) -> wgpu::BindGroup {
         bind_group(ctx, &self.layout, label, bindings)
     }
 
-    /// Records `op` for a batch of `rows` through a layer of `shape`, bound by `group`.
+    /// Records `op` computed by `variant` (one of those compiled) for a batch of `rows` through
+    /// a layer of `shape`, bound by `group`.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
+        variant: MatmulVariant,
         op: MatmulOp,
         group: &wgpu::BindGroup,
         batch: BatchBinding,
         rows: usize,
         shape: &LayerShape,
     ) {
-        self.pipelines.record(pass, op, group, batch, rows, shape);
+        let pipelines = self
+            .pipelines
+            .iter()
+            .find(|p| p.variant == variant)
+            .unwrap_or_else(|| panic!("matmul variant {} was not compiled", variant.name));
+        pipelines.record(pass, op, group, batch, rows, shape);
     }
 }
 
@@ -258,26 +492,26 @@ mod tests {
     /// every op and the awkward shapes of the parity tests.
     #[test]
     fn grids_cover_every_product() {
-        let variant = MatmulVariant::TILED_64;
-        for (rows, inputs, outputs) in [(1, 1, 1), (7, 784, 7), (100, 101, 784), (784, 7, 101), (64, 64, 64)] {
-            let shape = LayerShape {
-                inputs,
-                outputs,
-                weight_offset: 0,
-                bias_offset: inputs * outputs,
-            };
-            for op in MatmulOp::ALL {
-                let (m, n) = op.product(rows, &shape);
-                let (x, y) = variant.grid((m, n));
-                let tile = variant.tile as usize;
-                assert!(
-                    x as usize * tile >= n && y as usize * tile >= m,
-                    "{op:?} {m}×{n}: {x}×{y}"
-                );
-                assert!(
-                    (x as usize - 1) * tile < n && (y as usize - 1) * tile < m,
-                    "{op:?} {m}×{n}: {x}×{y}"
-                );
+        for variant in MatmulVariant::ALL {
+            for (rows, inputs, outputs) in [(1, 1, 1), (7, 784, 7), (100, 101, 784), (784, 7, 101), (64, 64, 64)] {
+                let shape = LayerShape {
+                    inputs,
+                    outputs,
+                    weight_offset: 0,
+                    bias_offset: inputs * outputs,
+                };
+                for op in MatmulOp::ALL {
+                    let (m, n) = op.product(rows, &shape);
+                    let (x, y) = variant.grid((m, n));
+                    let (block_rows, block_cols) = variant.block();
+                    let (block_rows, block_cols) = (block_rows as usize, block_cols as usize);
+                    let what = format!("{} {op:?} {m}×{n}: {x}×{y}", variant.name);
+                    assert!(x as usize * block_cols >= n && y as usize * block_rows >= m, "{what}");
+                    assert!(
+                        (x as usize - 1) * block_cols < n && (y as usize - 1) * block_rows < m,
+                        "{what}"
+                    );
+                }
             }
         }
     }
@@ -289,5 +523,34 @@ mod tests {
         assert_eq!(value("TILE"), Some(64));
         assert_eq!(value("DEPTH"), Some(16));
         assert_eq!(value("MATMUL_WORKGROUP"), Some(64));
+        let constants = MatmulVariant::DIRECT.constants();
+        let value = |name: &str| constants.iter().find(|c| c.name == name).map(|c| c.value);
+        assert_eq!(value("DIRECT_WORKGROUP"), Some(64));
+        assert_eq!(value("DIRECT_ROWS"), Some(16));
+    }
+
+    #[test]
+    fn variants_have_distinct_names_and_plans_round_trip_through_them() {
+        for (i, a) in MatmulVariant::ALL.iter().enumerate() {
+            assert_eq!(MatmulVariant::by_name(a.name), Some(*a));
+            assert!(MatmulVariant::ALL[i + 1..].iter().all(|b| b.name != a.name));
+        }
+        let plan = MatmulPlan {
+            layers: vec![
+                [MatmulVariant::DIRECT, MatmulVariant::TILED_32, MatmulVariant::TILED_64],
+                [MatmulVariant::TILED_64, MatmulVariant::DIRECT, MatmulVariant::DIRECT],
+            ],
+        };
+        assert_eq!(MatmulPlan::from_names(&plan.names()), Some(plan.clone()));
+        assert_eq!(plan.variants(), MatmulVariant::ALL[..3].to_vec());
+        assert_eq!(
+            plan.describe(),
+            "layer 0: forward direct, backward_weights tiled64; \
+             layer 1: forward tiled64, backward_input direct, backward_weights direct"
+        );
+        assert_eq!(
+            MatmulPlan::from_names(&[["direct".into(), "nope".into(), "direct".into()]]),
+            None
+        );
     }
 }

@@ -635,15 +635,21 @@ impl Kernels {
     /// Compiles every shader and builds its pipelines; a compile or validation error names the
     /// kernel.
     pub fn new(ctx: &GpuContext) -> Result<Kernels, GpuError> {
-        Kernels::with_matmul_variant(ctx, MatmulVariant::TILED_64)
+        Kernels::with_matmul_variants(ctx, &[MatmulVariant::DEFAULT])
     }
 
     /// [`Kernels::new`] with the matmuls computed by `variant`.
     pub fn with_matmul_variant(ctx: &GpuContext, variant: MatmulVariant) -> Result<Kernels, GpuError> {
+        Kernels::with_matmul_variants(ctx, &[variant])
+    }
+
+    /// [`Kernels::new`] with the pipelines of every variant of `variants` (at least one), for a
+    /// plan that mixes them or for tuning.
+    pub fn with_matmul_variants(ctx: &GpuContext, variants: &[MatmulVariant]) -> Result<Kernels, GpuError> {
         let batch_layout = batch_layout(ctx);
         Ok(Kernels {
             gather: Gather::new(ctx, &batch_layout)?,
-            matmul: Matmul::new(ctx, &batch_layout, variant)?,
+            matmul: Matmul::new(ctx, &batch_layout, variants)?,
             output_loss: OutputLoss::new(ctx, &batch_layout)?,
             sgd_update: SgdUpdate::new(ctx, &batch_layout)?,
             momentum_update: MomentumUpdate::new(ctx, &batch_layout)?,
@@ -737,7 +743,7 @@ mod tests {
     #[test]
     fn every_shader_compiles_with_its_prelude() {
         let ctx = GpuContext::new().expect("a GPU adapter (lavapipe will do)");
-        Kernels::new(&ctx).unwrap_or_else(|e| panic!("{e}"));
+        Kernels::with_matmul_variants(&ctx, &matmul::MatmulVariant::available(&ctx)).unwrap_or_else(|e| panic!("{e}"));
         ctx.check("compiling every kernel").unwrap();
     }
 }

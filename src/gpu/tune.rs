@@ -1,0 +1,610 @@
+//! Autotuning: which [`MatmulVariant`] computes each matmul of a run, chosen by timing every
+//! variant the device can run on the run's own shapes, and remembered per adapter.
+//!
+//! At start-up each distinct matmul of the run — (op, batch rows, layer inputs, layer outputs) —
+//! is timed with every candidate variant: one dispatch first (a driver that compiles at first use
+//! compiles then, and it says how long one takes), then one submit of as many repetitions as fill
+//! [`TIMED_BUDGET`], timed by the wall clock around the submit and its completion. The fastest
+//! wins. The choices are cached in `tune.json` in the user's cache folder (`~/.cache/gpu-mlp/` on
+//! Linux; `GPU_MLP_CACHE_DIR` names another folder), per adapter (name, driver and driver info)
+//! and gpu-mlp version, so the next run on the same adapter starts without timing. A cache file
+//! that is unreadable, corrupt or from another version is ignored with one line on stderr, never
+//! an error; it is written atomically (a temporary file renamed over it).
+
+use super::context::GpuContext;
+use super::kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams, MatmulPlan, MatmulVariant};
+use super::kernels::{params_buffer, BatchEntry, BatchTable, Kernels};
+use crate::backend::Workload;
+use crate::dropout::Dropout;
+use crate::error::GpuError;
+use crate::network::{Activation, LayerShape};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use web_time::Instant;
+use wgpu::BufferUsages as U;
+
+/// `--tune`: how a GPU run picks its matmul variants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TuneMode {
+    /// Time every variant again (and cache the choice).
+    Fresh,
+    /// Use the cached choice for this adapter; time only what the cache lacks.
+    #[default]
+    Cached,
+    /// No timing: every matmul uses the default variant.
+    Off,
+}
+
+/// Device seconds one candidate's timed submit aims to fill: enough repetitions of a small
+/// matmul to rise above the submit's own cost, one of a large one.
+pub const TIMED_BUDGET: f64 = 0.004;
+
+/// Most repetitions in one timed submit.
+const MAX_REPEATS: u32 = 64;
+
+/// A candidate whose first dispatch took this many times the best first dispatch so far is not
+/// timed further: it cannot win.
+const HOPELESS: f64 = 2.0;
+
+/// The environment variable that names the cache folder (tests point it at a temporary one).
+pub const CACHE_DIR_ENV: &str = "GPU_MLP_CACHE_DIR";
+
+/// Where the tuning cache lives: `tune.json` in a folder, or nowhere.
+#[derive(Clone, Debug)]
+pub struct TuneCache {
+    pub dir: Option<PathBuf>,
+}
+
+impl TuneCache {
+    /// `$GPU_MLP_CACHE_DIR`, else the user's cache folder's `gpu-mlp` (`dirs::cache_dir`), else
+    /// none (choices are then timed at every start).
+    pub fn from_env() -> TuneCache {
+        let dir = match std::env::var_os(CACHE_DIR_ENV) {
+            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+            _ => user_cache_dir(),
+        };
+        TuneCache { dir }
+    }
+
+    /// A cache in `dir`.
+    pub fn at(dir: impl Into<PathBuf>) -> TuneCache {
+        TuneCache { dir: Some(dir.into()) }
+    }
+
+    pub fn path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("tune.json"))
+    }
+
+    /// The file's choices; an empty file when there is none, or when it cannot be used (said in
+    /// one line on stderr).
+    pub fn load(&self) -> CacheFile {
+        match self.read() {
+            Ok(file) => file.unwrap_or_default(),
+            Err(why) => {
+                eprintln!("note: ignoring the tuning cache {why}");
+                CacheFile::default()
+            }
+        }
+    }
+
+    /// The file, None when there is none; an error saying why it cannot be used.
+    fn read(&self) -> Result<Option<CacheFile>, String> {
+        let Some(path) = self.path() else {
+            return Ok(None);
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        match serde_json::from_str::<CacheFile>(&text) {
+            Ok(file) if file.version == version() => Ok(Some(file)),
+            Ok(file) => Err(format!(
+                "{}: written by gpu-mlp {}, this is {}",
+                path.display(),
+                file.version,
+                version()
+            )),
+            Err(e) => Err(format!("{}: not a tuning cache ({e})", path.display())),
+        }
+    }
+
+    /// Writes `file` atomically: a temporary file in the same folder, renamed over the cache. A
+    /// failure is said in one line on stderr; the run goes on.
+    pub fn store(&self, file: &CacheFile) {
+        let (Some(dir), Some(path)) = (&self.dir, self.path()) else {
+            return;
+        };
+        if let Err(e) = write_atomically(dir, &path, file) {
+            eprintln!("note: could not write the tuning cache {}: {e}", path.display());
+        }
+    }
+}
+
+/// The user's cache folder's `gpu-mlp` (`~/.cache/gpu-mlp` on Linux); none in a browser, where
+/// the page runs the default variants.
+#[cfg(feature = "native")]
+fn user_cache_dir() -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("gpu-mlp"))
+}
+
+#[cfg(not(feature = "native"))]
+fn user_cache_dir() -> Option<PathBuf> {
+    None
+}
+
+#[cfg(not(feature = "native"))]
+fn write_atomically(_: &Path, _: &Path, _: &CacheFile) -> std::io::Result<()> {
+    Err(std::io::Error::other("no file system in this build"))
+}
+
+#[cfg(feature = "native")]
+fn write_atomically(dir: &Path, path: &Path, file: &CacheFile) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let text = serde_json::to_string_pretty(file).map_err(std::io::Error::other)?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut temp, text.as_bytes())?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// This build's version: a cache from another one is ignored (its kernels may differ).
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// `tune.json`: per adapter key ([`adapter_key`]), per matmul key ([`matmul_key`]), the name of
+/// the fastest variant and its time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CacheFile {
+    pub version: String,
+    pub adapters: BTreeMap<String, BTreeMap<String, CachedChoice>>,
+}
+
+/// One cached choice.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CachedChoice {
+    pub variant: String,
+    /// Seconds per dispatch when it was timed.
+    pub seconds: f64,
+}
+
+/// "llvmpipe (LLVM 15.0.6, 256 bits) | llvmpipe Mesa 22.3.6 (LLVM 15.0.6)": the adapter and its
+/// driver, what a choice is cached for.
+pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
+    format!("{} | {} {}", info.name, info.driver, info.driver_info)
+        .trim()
+        .to_string()
+}
+
+/// "forward 100x784x128": a matmul of `rows` through a layer of `inputs` × `outputs`.
+pub fn matmul_key(op: MatmulOp, rows: usize, shape: &LayerShape) -> String {
+    format!("{} {rows}x{}x{}", op.short_name(), shape.inputs, shape.outputs)
+}
+
+/// What tuning found for one matmul.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    pub key: String,
+    pub variant: MatmulVariant,
+    /// Seconds per dispatch (as cached, or as just timed).
+    pub seconds: f64,
+    /// Every candidate's seconds per dispatch, when it was timed in this run (None: from the
+    /// cache); a candidate dropped after its first dispatch shows that one.
+    pub timings: Option<Vec<(MatmulVariant, f64)>>,
+}
+
+/// Where a run's plan came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanSource {
+    /// `--tune off`: the default variant everywhere.
+    Default,
+    /// Every choice from the cache.
+    Cached,
+    /// At least one choice timed in this run.
+    Timed,
+    /// A checkpoint's: a resumed run uses the variants it was trained with.
+    Checkpoint,
+}
+
+/// The kernels a run uses (every variant of the plan compiled), the plan, and how it was made.
+pub struct Tuned {
+    pub kernels: Kernels,
+    pub plan: MatmulPlan,
+    pub report: TuneReport,
+}
+
+/// How the plan was made.
+#[derive(Clone, Debug)]
+pub struct TuneReport {
+    pub source: PlanSource,
+    pub choices: Vec<Choice>,
+    /// Seconds spent compiling and timing candidates (0 without timing).
+    pub seconds: f64,
+    /// Matmuls timed in this run.
+    pub timed: usize,
+}
+
+impl TuneReport {
+    /// "tuned in 0.81 s (5 matmuls timed)", "cached", "default (--tune off)", "the checkpoint's".
+    pub fn describe(&self) -> String {
+        match self.source {
+            PlanSource::Default => "default (--tune off)".into(),
+            PlanSource::Cached => "cached".into(),
+            PlanSource::Timed => format!("tuned in {:.2} s ({} matmuls timed)", self.seconds, self.timed),
+            PlanSource::Checkpoint => "the checkpoint's".into(),
+        }
+    }
+}
+
+/// The distinct matmuls of a training step of `work`: (op, rows, shape) for each layer's
+/// forward and weight gradient, and the input gradient of every layer but the first.
+fn step_matmuls(work: &Workload) -> Vec<(usize, MatmulOp, usize, LayerShape)> {
+    let rows = work.batch_size.min(work.train.len()).max(1);
+    let layout = work.spec.layout();
+    let mut matmuls = Vec::new();
+    for (l, shape) in layout.layers.iter().enumerate() {
+        for op in MatmulOp::ALL {
+            if !(l == 0 && op == MatmulOp::BackwardInput) {
+                matmuls.push((l, op, rows, *shape));
+            }
+        }
+    }
+    matmuls
+}
+
+/// The plan for `work` on `ctx`'s device, as `mode` asks, with the kernels that run it.
+pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache) -> Result<Tuned, GpuError> {
+    let layers = work.spec.layers();
+    if mode == TuneMode::Off {
+        return planned(
+            ctx,
+            MatmulPlan::uniform(MatmulVariant::DEFAULT, layers),
+            PlanSource::Default,
+        );
+    }
+    let started = Instant::now();
+    let adapter = adapter_key(&ctx.info);
+    let mut file = match mode {
+        TuneMode::Cached => cache.load(),
+        _ => CacheFile::default(),
+    };
+    let available = MatmulVariant::available(ctx);
+    // The likeliest winners first, so that the bar for cutting the others short is low.
+    let mut candidates = available.clone();
+    candidates.sort_by_key(|v| MatmulVariant::TUNING_ORDER.iter().position(|t| t == v));
+    let cached = file.adapters.get(&adapter).cloned().unwrap_or_default();
+    let from_cache = |key: &str| {
+        let choice = cached.get(key)?;
+        let variant = MatmulVariant::by_name(&choice.variant).filter(|v| available.contains(v))?;
+        Some((variant, choice.seconds))
+    };
+    let matmuls = step_matmuls(work);
+    let missing = matmuls
+        .iter()
+        .any(|(_, op, rows, shape)| from_cache(&matmul_key(*op, *rows, shape)).is_none());
+    if !missing {
+        let mut plan = MatmulPlan::uniform(MatmulVariant::DEFAULT, layers);
+        let mut choices = Vec::new();
+        for (l, op, rows, shape) in &matmuls {
+            let key = matmul_key(*op, *rows, shape);
+            let (variant, seconds) = from_cache(&key).expect("every choice is cached");
+            plan.layers[*l][*op as usize] = variant;
+            push_choice(&mut choices, key, variant, seconds, None);
+        }
+        let mut tuned = planned(ctx, plan, PlanSource::Cached)?;
+        tuned.report.choices = choices;
+        return Ok(tuned);
+    }
+    if Timer::too_large(ctx, work) {
+        // The run cannot allocate its own buffers either: the backend says so, naming its own.
+        return planned(
+            ctx,
+            MatmulPlan::uniform(MatmulVariant::DEFAULT, layers),
+            PlanSource::Default,
+        );
+    }
+    // Compile every candidate: the run keeps the kernels, whichever it chooses.
+    let kernels = Kernels::with_matmul_variants(ctx, &available)?;
+    let mut timer = Timer::new(ctx, &kernels, work)?;
+    let mut plan = MatmulPlan::uniform(MatmulVariant::DEFAULT, layers);
+    let mut choices: Vec<Choice> = Vec::new();
+    let mut timed = 0;
+    for (l, op, rows, shape) in &matmuls {
+        let key = matmul_key(*op, *rows, shape);
+        let known = choices
+            .iter()
+            .find(|c| c.key == key)
+            .map(|c| (c.variant, c.seconds))
+            .or_else(|| from_cache(&key));
+        let (variant, seconds) = match known {
+            Some(known) => known,
+            None => {
+                let timings = timer.time(*op, *rows, shape, &candidates)?;
+                timed += 1;
+                let &(variant, seconds) = timings
+                    .iter()
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .expect("at least one candidate");
+                push_choice(&mut choices, key.clone(), variant, seconds, Some(timings));
+                (variant, seconds)
+            }
+        };
+        plan.layers[*l][*op as usize] = variant;
+        push_choice(&mut choices, key, variant, seconds, None);
+    }
+    // The file as it is now: other adapters' choices are kept, and in `cached` mode the shapes
+    // another run cached while this one timed them take that run's choice, so that runs sharing
+    // a cache share their plans (a run and its rerun sum in the same order).
+    if let Ok(Some(latest)) = cache.read() {
+        if mode == TuneMode::Cached {
+            adopt_cached(&latest, &adapter, &available, &matmuls, &mut plan, &mut choices);
+        }
+        file = latest;
+    }
+    let entry = file.adapters.entry(adapter).or_default();
+    for choice in &choices {
+        let cached = CachedChoice {
+            variant: choice.variant.name.to_string(),
+            seconds: choice.seconds,
+        };
+        match mode {
+            TuneMode::Fresh => {
+                entry.insert(choice.key.clone(), cached);
+            }
+            _ => {
+                entry.entry(choice.key.clone()).or_insert(cached);
+            }
+        }
+    }
+    file.version = version().to_string();
+    cache.store(&file);
+    Ok(Tuned {
+        kernels,
+        plan,
+        report: TuneReport {
+            source: PlanSource::Timed,
+            choices,
+            seconds: started.elapsed().as_secs_f64(),
+            timed,
+        },
+    })
+}
+
+/// Replaces the choices (and the plan's variants) of the matmuls `latest` holds for `adapter`
+/// with its own.
+fn adopt_cached(
+    latest: &CacheFile,
+    adapter: &str,
+    available: &[MatmulVariant],
+    matmuls: &[(usize, MatmulOp, usize, LayerShape)],
+    plan: &mut MatmulPlan,
+    choices: &mut [Choice],
+) {
+    let Some(cached) = latest.adapters.get(adapter) else {
+        return;
+    };
+    for (l, op, rows, shape) in matmuls {
+        let key = matmul_key(*op, *rows, shape);
+        let Some(entry) = cached.get(&key) else {
+            continue;
+        };
+        let Some(variant) = MatmulVariant::by_name(&entry.variant).filter(|v| available.contains(v)) else {
+            continue;
+        };
+        plan.layers[*l][*op as usize] = variant;
+        if let Some(choice) = choices.iter_mut().find(|c| c.key == key) {
+            choice.variant = variant;
+            choice.seconds = entry.seconds;
+        }
+    }
+}
+
+/// Adds a choice unless its key is there already.
+fn push_choice(
+    choices: &mut Vec<Choice>,
+    key: String,
+    variant: MatmulVariant,
+    seconds: f64,
+    timings: Option<Vec<(MatmulVariant, f64)>>,
+) {
+    if !choices.iter().any(|c| c.key == key) {
+        choices.push(Choice {
+            key,
+            variant,
+            seconds,
+            timings,
+        });
+    }
+}
+
+/// The kernels for a plan made without timing.
+pub fn planned(ctx: &GpuContext, plan: MatmulPlan, source: PlanSource) -> Result<Tuned, GpuError> {
+    Ok(Tuned {
+        kernels: Kernels::with_matmul_variants(ctx, &plan.variants())?,
+        plan,
+        report: TuneReport {
+            source,
+            choices: Vec::new(),
+            seconds: 0.0,
+            timed: 0,
+        },
+    })
+}
+
+/// What [`tune`] has cached for each adapter, for `--list-devices`: (adapter key, [(matmul
+/// key, variant)]). Reading it says nothing on stderr unless the file is unusable.
+pub fn cached_choices(cache: &TuneCache) -> BTreeMap<String, BTreeMap<String, CachedChoice>> {
+    cache.load().adapters
+}
+
+/// Buffers at the run's largest shapes, and one batch entry of the run's batch rows, to time
+/// matmuls with. The values are harmless (0.25): the time does not depend on them.
+struct Timer<'a> {
+    ctx: &'a GpuContext,
+    kernels: &'a Kernels,
+    weights: wgpu::Buffer,
+    left: wgpu::Buffer,
+    right: wgpu::Buffer,
+    out: wgpu::Buffer,
+    tables: Vec<(usize, BatchTable)>,
+}
+
+/// Floats in the timer's activation buffers (the batch's rows × the widest layer) and in its
+/// weight buffer (the largest layer's weights and biases).
+fn timer_sizes(work: &Workload) -> (usize, usize) {
+    let rows = work.batch_size.min(work.train.len()).max(1);
+    let widest = work.spec.widths.iter().copied().max().unwrap_or(1);
+    let largest_layer = work
+        .spec
+        .layout()
+        .layers
+        .iter()
+        .map(|s| (s.inputs + 1) * s.outputs)
+        .max()
+        .unwrap_or(1);
+    (rows * widest, largest_layer)
+}
+
+impl<'a> Timer<'a> {
+    /// Whether a buffer of the timer would exceed the device's limits.
+    fn too_large(ctx: &GpuContext, work: &Workload) -> bool {
+        let (activations, largest_layer) = timer_sizes(work);
+        let bytes = 4 * activations.max(largest_layer) as u64;
+        ctx.check_binding_size("tuning", bytes).is_err()
+    }
+
+    fn new(ctx: &'a GpuContext, kernels: &'a Kernels, work: &Workload) -> Result<Timer<'a>, GpuError> {
+        let (activations, largest_layer) = timer_sizes(work);
+        let filled = |label: &str, len: usize| ctx.storage_with(label, &vec![0.25f32; len.max(4)], U::empty());
+        let mut timer = Timer {
+            ctx,
+            kernels,
+            weights: filled("tuning weights", largest_layer)?,
+            left: filled("tuning left", activations)?,
+            right: filled("tuning right", activations)?,
+            out: filled("tuning out", activations.max(largest_layer))?,
+            tables: Vec::new(),
+        };
+        timer.warm_up()?;
+        Ok(timer)
+    }
+
+    /// Runs every compiled variant's every op once on a 1 × 1 × 1 product, in one submit: a
+    /// driver that compiles at first use (lavapipe) compiles them here, not inside a timing.
+    fn warm_up(&mut self) -> Result<(), GpuError> {
+        let ctx = self.ctx;
+        let one = LayerShape {
+            inputs: 1,
+            outputs: 1,
+            weight_offset: 0,
+            bias_offset: 1,
+        };
+        let params = params_buffer(ctx, "tuning params", &MatmulParams::new(&one, Some(Activation::Relu)))?;
+        let matmul = &self.kernels.matmul;
+        let group = matmul.bind(ctx, "tuning warm-up", &self.bindings(&params));
+        let table = self.table(1)?;
+        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("tuning warm-up"),
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("tuning warm-up"),
+                timestamp_writes: None,
+            });
+            for variant in matmul.variants() {
+                for op in MatmulOp::ALL {
+                    matmul.record(&mut pass, variant, op, &group, table.entry(0), 1, &one);
+                }
+            }
+        }
+        ctx.submit(encoder.finish());
+        ctx.wait("compiling the matmul variants")
+    }
+
+    fn bindings<'b>(&'b self, params: &'b wgpu::Buffer) -> MatmulBindings<'b> {
+        MatmulBindings {
+            weights: &self.weights,
+            left: &self.left,
+            right: &self.right,
+            out: &self.out,
+            params,
+        }
+    }
+
+    /// A one-entry batch table of `rows` rows (an evaluation entry: no dropout), made once.
+    fn table(&mut self, rows: usize) -> Result<&BatchTable, GpuError> {
+        let index = match self.tables.iter().position(|(r, _)| *r == rows) {
+            Some(index) => index,
+            None => {
+                let entry = BatchEntry::evaluation(0, rows, 0);
+                let table = BatchTable::new(self.ctx, self.kernels, &[entry], 1, &Dropout::NONE)?;
+                self.tables.push((rows, table));
+                self.tables.len() - 1
+            }
+        };
+        Ok(&self.tables[index].1)
+    }
+
+    /// Seconds per dispatch of `op` for `rows` through a layer of `shape`, for each candidate.
+    fn time(
+        &mut self,
+        op: MatmulOp,
+        rows: usize,
+        shape: &LayerShape,
+        candidates: &[MatmulVariant],
+    ) -> Result<Vec<(MatmulVariant, f64)>, GpuError> {
+        let ctx = self.ctx;
+        let shape = LayerShape {
+            inputs: shape.inputs,
+            outputs: shape.outputs,
+            weight_offset: 0,
+            bias_offset: shape.inputs * shape.outputs,
+        };
+        let activation = (op == MatmulOp::BackwardInput).then_some(Activation::Relu);
+        let params = params_buffer(ctx, "tuning params", &MatmulParams::new(&shape, activation))?;
+        let kernels = self.kernels;
+        let group = kernels.matmul.bind(ctx, "tuning", &self.bindings(&params));
+        let table = self.table(rows)?;
+        let run = |variant: MatmulVariant, repeats: u32| -> Result<f64, GpuError> {
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tuning") });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("tuning"),
+                    timestamp_writes: None,
+                });
+                for _ in 0..repeats {
+                    kernels
+                        .matmul
+                        .record(&mut pass, variant, op, &group, table.entry(0), rows, &shape);
+                }
+            }
+            let commands = encoder.finish();
+            let started = Instant::now();
+            ctx.submit(commands);
+            ctx.wait("timing a matmul variant")?;
+            Ok(started.elapsed().as_secs_f64() / repeats as f64)
+        };
+        ctx.wait("preparing to time the matmuls")?;
+        let mut timings = Vec::new();
+        let mut best_first = f64::INFINITY;
+        for &variant in candidates {
+            // Compiled at warm-up: the first dispatch at this shape is a real time.
+            let first = run(variant, 1)?;
+            // Hopeless, or long enough to stand as its own timing.
+            if first > HOPELESS * best_first || first >= TIMED_BUDGET {
+                best_first = best_first.min(first);
+                timings.push((variant, first));
+                continue;
+            }
+            best_first = best_first.min(first);
+            let repeats = ((TIMED_BUDGET / first.max(1e-6)) as u32).clamp(1, MAX_REPEATS);
+            let seconds = run(variant, repeats)?;
+            timings.push((variant, seconds));
+        }
+        Ok(timings)
+    }
+}

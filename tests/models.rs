@@ -25,8 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use tempfile::TempDir;
 
-mod common;
-
 use common::{arg, command, fails, ok, run as gpu_mlp, text};
 
 static MNIST: LazyLock<&'static Mnist> = LazyLock::new(common::mnist);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{arg, command, BIN};
+use common::{arg, command};
 
 use gpu_mlp::model::{Checkpoint, SpecHints};
 use std::io::{BufRead, BufReader, Read};

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{
-    assert_close, bits, describe, digit_labels, gzip, idx_images, idx_labels, json_objects, text, BIN, TEST_IMAGES,
+    assert_close, bits, describe, digit_labels, gzip, idx_images, idx_labels, json_objects, text, TEST_IMAGES,
     TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
 use gpu_mlp::gpu::context::{list_adapters, AdapterKind};

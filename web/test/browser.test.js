@@ -56,7 +56,10 @@ const server = createServer((request, response) => {
 await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
 const url = `http://127.0.0.1:${server.address().port}/web/`;
 
-const gpuMlp = (...args) => execFileSync(binary, args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+// The native runs keep their matmul tuning cache in the test's folder, never the user's.
+const nativeEnv = { ...process.env, GPU_MLP_CACHE_DIR: join(work, 'tune-cache') };
+const gpuMlp = (...args) =>
+  execFileSync(binary, args, { cwd: root, env: nativeEnv, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 
 // 0. Without WebGPU (Chromium without --enable-unsafe-webgpu offers no adapter on Linux) the
 // page says so, and what to do.

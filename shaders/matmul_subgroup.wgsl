@@ -13,37 +13,9 @@
 // 128 multiply-adds. A chunk past the end of the reduction reads 0 for the row operand (and a
 // clamped, finite column value), so it adds nothing.
 
-const_assert DIRECT_ROWS == 16u;
 const_assert SUBGROUP_CHUNK == 8u;
 
-var<private> acc0: vec4<f32>;
-var<private> acc1: vec4<f32>;
-var<private> acc2: vec4<f32>;
-var<private> acc3: vec4<f32>;
-
-fn accumulate(r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, column: f32) {
-    let c = vec4<f32>(column);
-    acc0 = fma(r0, c, acc0);
-    acc1 = fma(r1, c, acc1);
-    acc2 = fma(r2, c, acc2);
-    acc3 = fma(r3, c, acc3);
-}
-
-fn direct_sum(p: u32) -> f32 {
-    switch p / 4u {
-        case 0u: { return acc0[p % 4u]; }
-        case 1u: { return acc1[p % 4u]; }
-        case 2u: { return acc2[p % 4u]; }
-        default: { return acc3[p % 4u]; }
-    }
-}
-
-fn clear_sums() {
-    acc0 = vec4<f32>();
-    acc1 = vec4<f32>();
-    acc2 = vec4<f32>();
-    acc3 = vec4<f32>();
-}
+// The 16 accumulators, accumulate, direct_sum and clear_sums: matmul_rows16.wgsl.
 
 // left[base + t] for t < k, else 0 (a chunk past the end of the reduction).
 fn left_in(base: u32, t: u32, k: u32) -> f32 {

@@ -131,7 +131,7 @@ fn the_cli_refuses_an_oversized_gpu_batch_with_one_sentence() {
 #[test]
 fn a_kernel_that_fails_to_compile_is_reported_by_name_and_file() {
     let ctx = context();
-    let real = MatmulVariant::TILED_64.source;
+    let real = MatmulVariant::TILED_64.sources[0];
     let broken = |from: &str, to: &str| -> MatmulVariant {
         assert!(real.text.contains(from), "{from:?} is not in {}", real.path);
         let text = real.text.replacen(from, to, 1);
@@ -140,7 +140,7 @@ fn a_kernel_that_fails_to_compile_is_reported_by_name_and_file() {
             text: Box::leak(text.into_boxed_str()),
         }));
         MatmulVariant {
-            source,
+            sources: Box::leak(Box::new([source])),
             ..MatmulVariant::TILED_64
         }
     };

@@ -24,6 +24,8 @@ const TILED: WgslFile = wgsl_file!("matmul_tiled.wgsl");
 const DIRECT: WgslFile = wgsl_file!("matmul_direct.wgsl");
 const DIRECT_4: WgslFile = wgsl_file!("matmul_direct4.wgsl");
 const SUBGROUP: WgslFile = wgsl_file!("matmul_subgroup.wgsl");
+/// The 16-row accumulators the direct and subgroup variants share.
+const ROWS_16: WgslFile = wgsl_file!("matmul_rows16.wgsl");
 
 /// `MatmulParams` in `shaders/matmul.wgsl`: one layer's shape and place in the flat buffers.
 #[repr(C)]
@@ -145,7 +147,8 @@ pub enum MatmulScheme {
 pub struct MatmulVariant {
     /// How reports, the tuning cache and checkpoints name it: unique among [`MatmulVariant::ALL`].
     pub name: &'static str,
-    pub source: &'static WgslFile,
+    /// Its files, in order, after `shaders/matmul.wgsl`.
+    pub sources: &'static [&'static WgslFile],
     pub scheme: MatmulScheme,
 }
 
@@ -161,7 +164,7 @@ impl MatmulVariant {
     /// Operands straight from storage, 16 rows × 64 columns per workgroup, no barrier.
     pub const DIRECT: MatmulVariant = MatmulVariant {
         name: "direct",
-        source: &DIRECT,
+        sources: &[&ROWS_16, &DIRECT],
         scheme: MatmulScheme::Direct {
             workgroup: 64,
             columns: 1,
@@ -172,7 +175,7 @@ impl MatmulVariant {
     /// workgroup of 16): 4 times the multiply-adds per row-operand load.
     pub const DIRECT_4: MatmulVariant = MatmulVariant {
         name: "direct4",
-        source: &DIRECT_4,
+        sources: &[&DIRECT_4],
         scheme: MatmulScheme::Direct {
             workgroup: 16,
             columns: 4,
@@ -183,7 +186,7 @@ impl MatmulVariant {
     /// adapter has subgroups of 8 or more).
     pub const SUBGROUP: MatmulVariant = MatmulVariant {
         name: "subgroup",
-        source: &SUBGROUP,
+        sources: &[&ROWS_16, &SUBGROUP],
         scheme: MatmulScheme::Subgroup { workgroup: 64 },
     };
 
@@ -225,7 +228,7 @@ impl MatmulVariant {
     pub const fn staged(name: &'static str, tile: u32, depth: u32) -> MatmulVariant {
         MatmulVariant {
             name,
-            source: &TILED,
+            sources: &[&TILED],
             scheme: MatmulScheme::Staged { tile, depth },
         }
     }
@@ -393,10 +396,13 @@ impl MatmulPipelines {
         batch_layout: &wgpu::BindGroupLayout,
         variant: MatmulVariant,
     ) -> Result<MatmulPipelines, GpuError> {
+        let files: Vec<&WgslFile> = std::iter::once(&SHARED)
+            .chain(variant.sources.iter().copied())
+            .collect();
         let source = ShaderSource {
             constants: variant.constants(),
             bindings: MatmulBindings::BINDINGS,
-            files: &[&SHARED, variant.source],
+            files: &files,
         };
         let build = |op: MatmulOp| compile(ctx, &source, op.entry_point(), layout, batch_layout);
         Ok(MatmulPipelines {

@@ -41,22 +41,27 @@ impl StopSignal {
         use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;
         let first = Arc::new(AtomicBool::new(false));
+        // What the handler records, and what the run is told once the watcher has said what
+        // will happen: the run stops only after that line is on stderr, never before it.
+        let raw = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(AtomicUsize::new(0));
         for signal in [SIGINT, SIGTERM] {
             // Order matters: the shutdown is registered before the flag it tests is set, so the
             // first signal finds it unset and only the second exits.
             flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&first))?;
             flag::register(signal, Arc::clone(&first))?;
-            register_first(signal, &received)?;
+            register_first(signal, &raw)?;
         }
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-        let seen = Arc::clone(&received);
+        let acknowledged = Arc::clone(&received);
         std::thread::Builder::new()
             .name("gpu-mlp-signals".into())
             .spawn(move || {
                 if signals.forever().next().is_some() {
-                    if let Some(signal) = decode(seen.load(Ordering::SeqCst)) {
+                    let code = raw.load(Ordering::SeqCst);
+                    if let Some(signal) = decode(code) {
                         on_first(signal);
+                        acknowledged.store(code, Ordering::SeqCst);
                     }
                 }
             })?;

@@ -803,19 +803,10 @@ fn the_cli_trains_on_the_gpu_with_one_submit_and_one_readback() {
         "1",
     ];
     let run = |device: &str| {
-        let out = common::gpu_mlp()
-            .args(["--device", device, "--threads", "1"])
-            .args(args)
-            .output()
-            .expect("gpu-mlp runs");
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert!(
-            out.status.success(),
-            "gpu-mlp --device {device} {args:?}\nstdout: {stdout}\nstderr: {stderr}"
-        );
+        let all = [&["--device", device, "--threads", "1"], &args[..]].concat();
+        let out = common::run(&all);
+        assert!(out.status.success(), "{}", common::describe(&all, &out));
+        let (stdout, stderr) = (common::text(&out.stdout), common::text(&out.stderr));
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 1, "one JSON object per epoch: {stdout}");
         let report: Value = serde_json::from_str(lines[0]).unwrap();

@@ -17,7 +17,10 @@
 // computes the sums its own way and hands each one to store_forward, store_backward_input or
 // store_backward_weights. See `MatmulVariant` in src/gpu/kernels/matmul.rs.
 // Bindings (declared from `MatmulBindings` in src/gpu/kernels/matmul.rs):
-// weights (the flat parameter buffer), left, right, out (read_write), params.
+// weights (the flat parameter buffer), left, right, out (read_write), params. The three read
+// operands are arrays of f32 or, for a variant that loads them as vec4, of vec4<f32>
+// (`MatmulVariant::operands`); this file reads single values through weight_value, left_value
+// and right_value, which matmul_f32.wgsl or the vec4 variant's own file define.
 
 // `MatmulParams` in src/gpu/kernels/matmul.rs.
 struct MatmulParams {
@@ -37,11 +40,11 @@ struct MatmulParams {
 
 // Element (r, c) of a row-major rows × cols matrix in `left`, or 0 outside it.
 fn left_at(r: u32, c: u32, rows: u32, cols: u32) -> f32 {
-    return select(0.0, left[min(r, rows - 1u) * cols + min(c, cols - 1u)], r < rows && c < cols);
+    return select(0.0, left_value(min(r, rows - 1u) * cols + min(c, cols - 1u)), r < rows && c < cols);
 }
 
 fn right_at(r: u32, c: u32, rows: u32, cols: u32) -> f32 {
-    return select(0.0, right[min(r, rows - 1u) * cols + min(c, cols - 1u)], r < rows && c < cols);
+    return select(0.0, right_value(min(r, rows - 1u) * cols + min(c, cols - 1u)), r < rows && c < cols);
 }
 
 // W[r, c] of this layer, or 0 outside it.
@@ -49,7 +52,7 @@ fn weight_at(r: u32, c: u32) -> f32 {
     let inside = r < params.inputs && c < params.outputs;
     let r_in = min(r, params.inputs - 1u);
     let c_in = min(c, params.outputs - 1u);
-    return select(0.0, weights[params.weight_offset + r_in * params.outputs + c_in], inside);
+    return select(0.0, weight_value(params.weight_offset + r_in * params.outputs + c_in), inside);
 }
 
 fn activate(z: f32, code: u32) -> f32 {
@@ -80,7 +83,7 @@ fn derivative(a: f32, code: u32) -> f32 {
 fn store_forward(r: u32, c: u32, sum: f32) {
     let n = params.outputs;
     if r < batch.rows && c < n {
-        let z = sum + weights[params.bias_offset + c];
+        let z = sum + weight_value(params.bias_offset + c);
         var a = activate(z, params.activation);
         let layer = params.dropout_layer;
         if layer != 0u && drops_units(layer) {
@@ -97,7 +100,7 @@ fn store_forward(r: u32, c: u32, sum: f32) {
 fn store_backward_input(r: u32, c: u32, sum: f32) {
     let n = params.inputs;
     if r < batch.rows && c < n {
-        let a = right[r * n + c];
+        let a = right_value(r * n + c);
         let layer = params.dropout_layer;
         if layer != 0u && drops_units(layer) {
             let factor = dropout_factor(layer, r, n, c);

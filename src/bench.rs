@@ -108,6 +108,18 @@ pub fn gpu_matmul_ceiling(runner: &KernelRunner, n: usize) -> Result<f64> {
     Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }
 
+/// Seconds a dispatch costs whatever its work (on the device, in one submit): a one-element
+/// `sgd_update`, dispatched many times back to back. What fusing two kernels would save.
+pub fn gpu_dispatch_cost(runner: &KernelRunner) -> Result<f64> {
+    let one = [0.5f32];
+    runner.timed(1, |r| r.sgd_update(&one, &one, 0.1, 0.0, 1))?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(runner.timed(1000, |r| r.sgd_update(&one, &one, 0.1, 0.0, 1))?);
+    }
+    Ok(best)
+}
+
 /// The table, one line per row.
 pub fn format_table(rows: &[BenchRow]) -> String {
     let mut out = format!(

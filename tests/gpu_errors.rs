@@ -131,7 +131,11 @@ fn the_cli_refuses_an_oversized_gpu_batch_with_one_sentence() {
 #[test]
 fn a_kernel_that_fails_to_compile_is_reported_by_name_and_file() {
     let ctx = context();
-    let real = MatmulVariant::TILED_64.sources[0];
+    let sources = MatmulVariant::TILED_64.sources;
+    let real = *sources
+        .iter()
+        .find(|file| file.path == "shaders/matmul_tiled.wgsl")
+        .expect("the tiled variant's own file");
     let broken = |from: &str, to: &str| -> MatmulVariant {
         assert!(real.text.contains(from), "{from:?} is not in {}", real.path);
         let text = real.text.replacen(from, to, 1);
@@ -139,8 +143,12 @@ fn a_kernel_that_fails_to_compile_is_reported_by_name_and_file() {
             path: real.path,
             text: Box::leak(text.into_boxed_str()),
         }));
+        let with_broken: Vec<&'static WgslFile> = sources
+            .iter()
+            .map(|&file| if file.path == real.path { source } else { file })
+            .collect();
         MatmulVariant {
-            sources: Box::leak(Box::new([source])),
+            sources: Box::leak(with_broken.into_boxed_slice()),
             ..MatmulVariant::TILED_64
         }
     };
@@ -156,7 +164,9 @@ fn a_kernel_that_fails_to_compile_is_reported_by_name_and_file() {
         "let k: f32 = params.outputs;",
     ));
     assert!(
-        message.contains("kernel 'matmul_forward (shaders/matmul.wgsl, shaders/matmul_tiled.wgsl)'"),
+        message.contains(
+            "kernel 'matmul_forward (shaders/matmul.wgsl, shaders/matmul_f32.wgsl, shaders/matmul_tiled.wgsl)'"
+        ),
         "{message}"
     );
     assert!(
@@ -173,7 +183,7 @@ fn a_kernel_that_fails_to_compile_is_reported_by_name_and_file() {
         &format!("@compute @workgroup_size({too_many})\nfn matmul_backward_weights("),
     ));
     assert!(
-        message.contains("kernel 'matmul_backward_weights (shaders/matmul.wgsl, shaders/matmul_tiled.wgsl)'"),
+        message.contains("kernel 'matmul_backward_weights (shaders/matmul.wgsl, shaders/matmul_f32.wgsl, shaders/matmul_tiled.wgsl)'"),
         "{message}"
     );
     println!("{message}");

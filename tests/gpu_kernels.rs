@@ -13,9 +13,9 @@ use common::{activations, bits, check, losses, outputs, poisoned, random_dataset
 use gpu_mlp::cpu::ops;
 use gpu_mlp::data::Standardization;
 use gpu_mlp::dropout::Dropout;
-use gpu_mlp::gpu::kernels::matmul::MatmulVariant;
+use gpu_mlp::gpu::kernels::matmul::{MatmulOp, MatmulVariant};
 use gpu_mlp::gpu::oneshot::{KernelRunner, MaskAt, Updated};
-use gpu_mlp::network::{Activation, Loss, Output};
+use gpu_mlp::network::{Activation, LayerShape, Loss, Output};
 use gpu_mlp::optim::{Optimizer, OptimizerKind, UpdateConstants};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -338,10 +338,16 @@ fn the_tiled_matmuls_match_cpu_with_other_constants() {
 /// and a partial last batch (the 60,000 training images in batches of 128 end with 96 rows), each
 /// with every activation, and the dropout epilogues: every variant ends in the same WGSL
 /// functions, so each must give the same results within the same tolerances.
+///
+/// A variant that takes only some layers (vec4 operands: widths that are multiples of 4) runs
+/// the shapes it fits, among them shapes of its own: a reduction that is not a whole number of
+/// its chunks (12, 100, 784 steps of 32 at a time), blocks cut by the edges, and a weight
+/// gradient whose bias row falls inside a block (100 inputs, blocks of 16 rows).
 #[test]
 fn every_matmul_variant_matches_cpu() {
     let mut shapes = SHAPES.to_vec();
     shapes.extend([(100, 784, 128), (37, 13, 5), (96, 128, 10)]);
+    shapes.extend([(37, 12, 20), (101, 100, 132), (8, 784, 64), (100, 64, 512), (3, 4, 4)]);
     let ctx = gpu_mlp::gpu::context::GpuContext::new().expect("a GPU adapter (lavapipe will do)");
     let variants = MatmulVariant::available(&ctx);
     drop(ctx);
@@ -349,10 +355,31 @@ fn every_matmul_variant_matches_cpu() {
     for variant in variants.into_iter().filter(|&v| v != MatmulVariant::DEFAULT) {
         println!("variant {}", variant.name);
         let runner = KernelRunner::with_matmul_variant(variant).expect("the variant compiles");
-        matmul_forward_parity(&runner, &shapes);
-        matmul_backward_input_parity(&runner, &shapes);
-        matmul_backward_weights_parity(&runner, &shapes);
-        matmul_epilogues_with_dropout_parity(&runner);
+        let fitting: Vec<(usize, usize, usize)> = shapes
+            .iter()
+            .copied()
+            .filter(|&(_, k, n)| MatmulOp::ALL.iter().all(|&op| variant.fits(op, &layer(k, n))))
+            .collect();
+        assert!(fitting.len() >= 5, "{}: {fitting:?}", variant.name);
+        matmul_forward_parity(&runner, &fitting);
+        matmul_backward_input_parity(&runner, &fitting);
+        matmul_backward_weights_parity(&runner, &fitting);
+        let dropout_shapes: Vec<(usize, usize, usize)> = DROPOUT_SHAPES
+            .into_iter()
+            .filter(|&(_, k, n)| MatmulOp::ALL.iter().all(|&op| variant.fits(op, &layer(k, n))))
+            .collect();
+        assert!(!dropout_shapes.is_empty(), "{}", variant.name);
+        matmul_epilogues_with_dropout_parity(&runner, &dropout_shapes);
+    }
+}
+
+/// A k × n layer as `KernelRunner` lays it out (its weights after a 4-float prefix).
+fn layer(k: usize, n: usize) -> LayerShape {
+    LayerShape {
+        inputs: k,
+        outputs: n,
+        weight_offset: 4,
+        bias_offset: 4 + k * n,
     }
 }
 
@@ -729,10 +756,20 @@ fn gather_batch_with_standardisation_and_input_dropout_matches_cpu() {
 /// layer other than 1 at a large step. Dropped elements are exactly 0 on both.
 #[test]
 fn matmul_epilogues_with_dropout_match_cpu() {
-    matmul_epilogues_with_dropout_parity(&runner());
+    matmul_epilogues_with_dropout_parity(&runner(), &DROPOUT_SHAPES);
 }
 
-fn matmul_epilogues_with_dropout_parity(runner: &KernelRunner) {
+/// Partial tiles at either size; the last three for variants that need widths in fours.
+const DROPOUT_SHAPES: [(usize, usize, usize); 6] = [
+    (7, 784, 7),
+    (101, 7, 100),
+    (100, 101, 130),
+    (7, 784, 8),
+    (101, 8, 100),
+    (100, 100, 132),
+];
+
+fn matmul_epilogues_with_dropout_parity(runner: &KernelRunner, shapes: &[(usize, usize, usize)]) {
     let mut rng = rng(12);
     let dropout = Dropout {
         hidden: 0.4,
@@ -742,7 +779,7 @@ fn matmul_epilogues_with_dropout_parity(runner: &KernelRunner) {
     let (step, layer) = (70_001u32, 2usize);
     let mask = dropout.mask(layer, step).unwrap();
     let mask_at = Some(MaskAt { dropout, step, layer });
-    for (rows, k, n) in [(7usize, 784usize, 7usize), (101, 7, 100), (100, 101, 130)] {
+    for &(rows, k, n) in shapes {
         // Forward: out (rows × n) = dropout(f(inp · W + b)).
         let inp = signed_vec(&mut rng, rows * k, MARGIN, 1.0);
         let weight = signed_vec(&mut rng, k * n, MARGIN, 1.0);

@@ -10,7 +10,7 @@ use common::{mnist, spec};
 use gpu_mlp::backend::Workload;
 use gpu_mlp::data::Dataset;
 use gpu_mlp::gpu::context::GpuContext;
-use gpu_mlp::gpu::kernels::matmul::{MatmulPlan, MatmulVariant};
+use gpu_mlp::gpu::kernels::matmul::{MatmulOp, MatmulPlan, MatmulVariant};
 use gpu_mlp::gpu::tune::{self, CacheFile, PlanSource, TuneCache, TuneMode};
 use gpu_mlp::network::{Activation, Loss, Output};
 use std::path::Path;
@@ -44,10 +44,32 @@ fn a_cached_run_does_not_time_again() {
     assert_eq!(first.report.source, PlanSource::Timed);
     // forward and backward_weights of 3 layers, backward_input of the last 2.
     assert_eq!(first.report.timed, 8, "{:?}", first.report);
-    let candidates = MatmulVariant::available(&ctx).len();
+    // Every variant the device runs is timed on every matmul it fits (vec4 operands: widths in
+    // fours, so not on the 10-wide last layer).
+    let available = MatmulVariant::available(&ctx);
+    let layout = spec.layout();
     for choice in &first.report.choices {
         let timings = choice.timings.as_ref().expect("timed in this run");
-        assert_eq!(timings.len(), candidates, "{}", choice.key);
+        let (op, shape) = MatmulOp::ALL
+            .iter()
+            .flat_map(|&op| layout.layers.iter().map(move |shape| (op, *shape)))
+            .find(|(op, shape)| tune::matmul_key(*op, 100, shape) == choice.key)
+            .expect("a matmul of the network");
+        let fitting: Vec<&str> = available
+            .iter()
+            .filter(|v| v.fits(op, &shape))
+            .map(|v| v.name)
+            .collect();
+        let timed: Vec<&str> = timings.iter().map(|(v, _)| v.name).collect();
+        assert_eq!(timed.len(), fitting.len(), "{}: {timed:?}", choice.key);
+        assert!(
+            fitting.iter().all(|name| timed.contains(name)),
+            "{}: {timed:?}",
+            choice.key
+        );
+        if shape.outputs == 10 {
+            assert!(!timed.contains(&"subgroup4"), "{}: {timed:?}", choice.key);
+        }
         assert!(timings.iter().all(|(_, s)| *s > 0.0 && s.is_finite()), "{timings:?}");
         let timings: Vec<String> = timings
             .iter()

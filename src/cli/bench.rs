@@ -143,7 +143,13 @@ pub fn bench_command(args: &BenchArgs) -> Result<()> {
             out.flush()?;
         }
         let ceiling = bench::gpu_matmul_ceiling(&runner, n)?;
+        let dispatch = bench::gpu_dispatch_cost(&runner)?;
         if !args.json {
+            writeln!(
+                out,
+                "gpu dispatch: {:.1} µs each whatever its work (1,000 one-element updates in one submit)",
+                dispatch * 1e6
+            )?;
             // The default variant's: a tuned run may beat it (more than 100% of the ceiling).
             writeln!(
                 out,

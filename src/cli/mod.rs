@@ -221,7 +221,10 @@ pub fn build_backend<'a>(
         OpenDevice::Gpu(ctx) => {
             let tuned = match kernels {
                 GpuKernels::Tune(mode) => tune::tune(&ctx, &work, *mode, &TuneCache::from_env())?,
-                GpuKernels::Recorded(plan) => tune::planned(&ctx, plan.clone(), PlanSource::Checkpoint)?,
+                GpuKernels::Recorded(plan) => {
+                    let plan = plan.clone().fitted(&work.spec.layout().layers);
+                    tune::planned(&ctx, plan, PlanSource::Checkpoint)?
+                }
             };
             Box::new(GpuBackend::tuned(*ctx, tuned, work, &params)?)
         }

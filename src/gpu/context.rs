@@ -274,8 +274,9 @@ impl GpuContext {
         adjust(&mut limits);
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("gpu-mlp"),
-            // Subgroups where the adapter has them: the subgroup matmul variant needs them.
-            required_features: adapter.features() & wgpu::Features::SUBGROUP,
+            // Where the adapter has them: subgroups (the subgroup matmul variants need them) and
+            // timestamp queries (tuning times the variants by them).
+            required_features: adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY),
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()

@@ -104,7 +104,9 @@ impl GpuBackend {
     }
 
     /// Builds the backend on an open device, each matmul computed by the variant `plan` names.
+    /// A variant that does not fit a layer (vec4 operands on odd widths) leaves it to the default.
     pub fn with_plan(ctx: GpuContext, work: Workload, params: &[f32], plan: MatmulPlan) -> Result<GpuBackend> {
+        let plan = plan.fitted(&work.spec.layout().layers);
         let kernels = Kernels::with_matmul_variants(&ctx, &plan.variants())?;
         GpuBackend::with_kernels(ctx, kernels, work, params, plan)
     }

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use wgpu::BufferUsages as U;
 
 /// Floats placed before a layer's weights in the parameter buffer, so the kernels' use of
-/// `weight_offset` is tested too. NaN: reading them by mistake poisons the result.
-const WEIGHT_PREFIX: usize = 3;
+/// `weight_offset` is tested too. NaN: reading them by mistake poisons the result. A multiple
+/// of 4, as a vec4 variant needs ([`MatmulVariant::fits`]).
+const WEIGHT_PREFIX: usize = 4;
 
 /// NaN floats after the end of each buffer an update works on in place: a kernel that writes
 /// past the parameters changes them.
@@ -306,6 +307,11 @@ impl KernelRunner {
         batch: OneBatch,
         shape: &LayerShape,
     ) -> Result<(), GpuError> {
+        assert!(
+            self.variant.fits(op, shape),
+            "matmul variant {} cannot compute {shape:?}",
+            self.variant.name
+        );
         let matmul = &self.kernels.matmul;
         let kernel = op.entry_point();
         let group = matmul.bind(&self.ctx, kernel, bindings);

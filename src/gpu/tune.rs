@@ -4,8 +4,9 @@
 //! At start-up each distinct matmul of the run — (op, batch rows, layer inputs, layer outputs) —
 //! is timed with every candidate variant: one dispatch first (a driver that compiles at first use
 //! compiles then, and it says how long one takes), then one submit of as many repetitions as fill
-//! [`TIMED_BUDGET`], timed by the wall clock around the submit and its completion. The fastest
-//! wins. The choices are cached in `tune.json` in the user's cache folder (`~/.cache/gpu-mlp/` on
+//! [`TIMED_BUDGET`], timed by the device's own clock (two timestamp queries around the pass) where
+//! it has `Features::TIMESTAMP_QUERY`, else by the wall clock around the submit and its
+//! completion. The fastest wins. The choices are cached in `tune.json` in the user's cache folder (`~/.cache/gpu-mlp/` on
 //! Linux; `GPU_MLP_CACHE_DIR` names another folder), per adapter (name, driver and driver info)
 //! and gpu-mlp version, so the next run on the same adapter starts without timing. A cache file
 //! that is unreadable, corrupt or from another version is ignored with one line on stderr, never
@@ -224,6 +225,8 @@ pub struct TuneReport {
     pub seconds: f64,
     /// Matmuls timed in this run.
     pub timed: usize,
+    /// Whether they were timed by the device's timestamps (else by the wall clock).
+    pub timestamps: bool,
 }
 
 impl TuneReport {
@@ -232,7 +235,16 @@ impl TuneReport {
         match self.source {
             PlanSource::Default => "default (--tune off)".into(),
             PlanSource::Cached => "cached".into(),
-            PlanSource::Timed => format!("tuned in {:.2} s ({} matmuls timed)", self.seconds, self.timed),
+            PlanSource::Timed => format!(
+                "tuned in {:.2} s ({} matmuls timed by {})",
+                self.seconds,
+                self.timed,
+                if self.timestamps {
+                    "device timestamps"
+                } else {
+                    "the wall clock"
+                }
+            ),
             PlanSource::Checkpoint => "the checkpoint's".into(),
         }
     }
@@ -275,21 +287,21 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
     let mut candidates = available.clone();
     candidates.sort_by_key(|v| MatmulVariant::TUNING_ORDER.iter().position(|t| t == v));
     let cached = file.adapters.get(&adapter).cloned().unwrap_or_default();
-    let from_cache = |key: &str| {
+    let from_cache = |key: &str, op: MatmulOp, shape: &LayerShape| {
         let choice = cached.get(key)?;
-        let variant = MatmulVariant::by_name(&choice.variant).filter(|v| available.contains(v))?;
+        let variant = MatmulVariant::by_name(&choice.variant).filter(|v| available.contains(v) && v.fits(op, shape))?;
         Some((variant, choice.seconds))
     };
     let matmuls = step_matmuls(work);
     let missing = matmuls
         .iter()
-        .any(|(_, op, rows, shape)| from_cache(&matmul_key(*op, *rows, shape)).is_none());
+        .any(|(_, op, rows, shape)| from_cache(&matmul_key(*op, *rows, shape), *op, shape).is_none());
     if !missing {
         let mut plan = MatmulPlan::uniform(MatmulVariant::DEFAULT, layers);
         let mut choices = Vec::new();
         for (l, op, rows, shape) in &matmuls {
             let key = matmul_key(*op, *rows, shape);
-            let (variant, seconds) = from_cache(&key).expect("every choice is cached");
+            let (variant, seconds) = from_cache(&key, *op, shape).expect("every choice is cached");
             plan.layers[*l][*op as usize] = variant;
             push_choice(&mut choices, key, variant, seconds, None);
         }
@@ -317,11 +329,12 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
             .iter()
             .find(|c| c.key == key)
             .map(|c| (c.variant, c.seconds))
-            .or_else(|| from_cache(&key));
+            .or_else(|| from_cache(&key, *op, shape));
         let (variant, seconds) = match known {
             Some(known) => known,
             None => {
-                let timings = timer.time(*op, *rows, shape, &candidates)?;
+                let fitting: Vec<MatmulVariant> = candidates.iter().copied().filter(|v| v.fits(*op, shape)).collect();
+                let timings = timer.time(*op, *rows, shape, &fitting)?;
                 timed += 1;
                 let &(variant, seconds) = timings
                     .iter()
@@ -358,6 +371,7 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
             }
         }
     }
+    let timestamps = timer.stamps.is_some();
     file.version = version().to_string();
     cache.store(&file);
     Ok(Tuned {
@@ -368,6 +382,7 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
             choices,
             seconds: started.elapsed().as_secs_f64(),
             timed,
+            timestamps,
         },
     })
 }
@@ -390,7 +405,9 @@ fn adopt_cached(
         let Some(entry) = cached.get(&key) else {
             continue;
         };
-        let Some(variant) = MatmulVariant::by_name(&entry.variant).filter(|v| available.contains(v)) else {
+        let Some(variant) =
+            MatmulVariant::by_name(&entry.variant).filter(|v| available.contains(v) && v.fits(*op, shape))
+        else {
             continue;
         };
         plan.layers[*l][*op as usize] = variant;
@@ -429,6 +446,7 @@ pub fn planned(ctx: &GpuContext, plan: MatmulPlan, source: PlanSource) -> Result
             choices: Vec::new(),
             seconds: 0.0,
             timed: 0,
+            timestamps: false,
         },
     })
 }
@@ -449,6 +467,66 @@ struct Timer<'a> {
     right: wgpu::Buffer,
     out: wgpu::Buffer,
     tables: Vec<(usize, BatchTable)>,
+    stamps: Option<Stamps>,
+}
+
+/// The device's clock around a timed pass, where it has timestamp queries: the pass writes a
+/// timestamp as it begins and one as it ends; they are resolved into a buffer and read back.
+struct Stamps {
+    set: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Nanoseconds per tick (read natively only: the web never makes a `Stamps`).
+    #[cfg_attr(not(feature = "native"), allow(dead_code))]
+    period: f64,
+}
+
+impl Stamps {
+    /// None where the device has no timestamp queries, or where a read-back cannot be waited
+    /// for (the web: its waits return before the GPU is done).
+    fn new(ctx: &GpuContext) -> Result<Option<Stamps>, GpuError> {
+        if !cfg!(feature = "native") || !ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Ok(None);
+        }
+        let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("tuning timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        Ok(Some(Stamps {
+            set,
+            resolved: ctx.buffer("tuning timestamps", 16, U::QUERY_RESOLVE | U::COPY_SRC)?,
+            readback: ctx.buffer("tuning timestamps read-back", 16, U::MAP_READ | U::COPY_DST)?,
+            period: ctx.queue.get_timestamp_period() as f64,
+        }))
+    }
+
+    fn writes(&self) -> wgpu::ComputePassTimestampWrites<'_> {
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(0),
+            end_of_pass_write_index: Some(1),
+        }
+    }
+
+    /// After the pass: resolves both timestamps and copies them where they can be read.
+    fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.resolve_query_set(&self.set, 0..2, &self.resolved, 0);
+        encoder.copy_buffer_to_buffer(&self.resolved, 0, &self.readback, 0, 16);
+    }
+
+    /// Seconds between the pass's two timestamps, once the submit is done; None if the clock
+    /// did not move forward (a device whose timestamps mean nothing), so the wall clock stands.
+    #[cfg(feature = "native")]
+    fn seconds(&self, ctx: &GpuContext) -> Result<Option<f64>, GpuError> {
+        let ticks: Vec<u64> = ctx.map_read(&self.readback, "reading the tuning timestamps")?;
+        Ok((ticks[1] > ticks[0]).then(|| (ticks[1] - ticks[0]) as f64 * self.period * 1e-9))
+    }
+
+    #[cfg(not(feature = "native"))]
+    fn seconds(&self, _: &GpuContext) -> Result<Option<f64>, GpuError> {
+        Ok(None)
+    }
 }
 
 /// Floats in the timer's activation buffers (the batch's rows × the widest layer) and in its
@@ -486,20 +564,22 @@ impl<'a> Timer<'a> {
             right: filled("tuning right", activations)?,
             out: filled("tuning out", activations.max(largest_layer))?,
             tables: Vec::new(),
+            stamps: Stamps::new(ctx)?,
         };
         timer.warm_up()?;
         Ok(timer)
     }
 
-    /// Runs every compiled variant's every op once on a 1 × 1 × 1 product, in one submit: a
-    /// driver that compiles at first use (lavapipe) compiles them here, not inside a timing.
+    /// Runs every compiled variant's every op once on a 1 × 4 × 4 product (a shape every
+    /// variant fits), in one submit: a driver that compiles at first use (lavapipe) compiles them
+    /// here, not inside a timing.
     fn warm_up(&mut self) -> Result<(), GpuError> {
         let ctx = self.ctx;
         let one = LayerShape {
-            inputs: 1,
-            outputs: 1,
+            inputs: 4,
+            outputs: 4,
             weight_offset: 0,
-            bias_offset: 1,
+            bias_offset: 16,
         };
         let params = params_buffer(ctx, "tuning params", &MatmulParams::new(&one, Some(Activation::Relu)))?;
         let matmul = &self.kernels.matmul;
@@ -566,7 +646,10 @@ impl<'a> Timer<'a> {
         let params = params_buffer(ctx, "tuning params", &MatmulParams::new(&shape, activation))?;
         let kernels = self.kernels;
         let group = kernels.matmul.bind(ctx, "tuning", &self.bindings(&params));
+        // Taken while the table is borrowed, put back at the end.
+        let owned_stamps = self.stamps.take();
         let table = self.table(rows)?;
+        let stamps = owned_stamps.as_ref();
         let run = |variant: MatmulVariant, repeats: u32| -> Result<f64, GpuError> {
             let mut encoder = ctx
                 .device
@@ -574,7 +657,7 @@ impl<'a> Timer<'a> {
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("tuning"),
-                    timestamp_writes: None,
+                    timestamp_writes: stamps.map(Stamps::writes),
                 });
                 for _ in 0..repeats {
                     kernels
@@ -582,11 +665,19 @@ impl<'a> Timer<'a> {
                         .record(&mut pass, variant, op, &group, table.entry(0), rows, &shape);
                 }
             }
+            if let Some(stamps) = stamps {
+                stamps.resolve(&mut encoder);
+            }
             let commands = encoder.finish();
             let started = Instant::now();
             ctx.submit(commands);
             ctx.wait("timing a matmul variant")?;
-            Ok(started.elapsed().as_secs_f64() / repeats as f64)
+            let wall = started.elapsed().as_secs_f64();
+            let device = match stamps {
+                Some(stamps) => stamps.seconds(ctx)?,
+                None => None,
+            };
+            Ok(device.unwrap_or(wall) / repeats as f64)
         };
         ctx.wait("preparing to time the matmuls")?;
         let mut timings = Vec::new();
@@ -605,6 +696,7 @@ impl<'a> Timer<'a> {
             let seconds = run(variant, repeats)?;
             timings.push((variant, seconds));
         }
+        self.stamps = owned_stamps;
         Ok(timings)
     }
 }

@@ -9,8 +9,8 @@
 //! an output) and the bindings below, so a variant is only its way of summing.
 
 use super::{
-    activation_code, bind_group, bind_group_layout, compile, dispatch, BatchBinding, KernelBindings, ShaderSource,
-    WgslConst, WgslFile,
+    activation_code, all, bind_group, bind_group_layout, compile, dispatch, BatchBinding, Binding, Job, KernelBindings,
+    ShaderSource, WgslConst, WgslFile,
 };
 use crate::error::GpuError;
 use crate::gpu::context::GpuContext;
@@ -24,6 +24,9 @@ const TILED: WgslFile = wgsl_file!("matmul_tiled.wgsl");
 const DIRECT: WgslFile = wgsl_file!("matmul_direct.wgsl");
 const DIRECT_4: WgslFile = wgsl_file!("matmul_direct4.wgsl");
 const SUBGROUP: WgslFile = wgsl_file!("matmul_subgroup.wgsl");
+const SUBGROUP_4: WgslFile = wgsl_file!("matmul_subgroup4.wgsl");
+/// The single-value readers of `shaders/matmul.wgsl` for variants whose operands are f32 arrays.
+const F32: WgslFile = wgsl_file!("matmul_f32.wgsl");
 /// The 16-row accumulators the direct and subgroup variants share.
 const ROWS_16: WgslFile = wgsl_file!("matmul_rows16.wgsl");
 
@@ -136,8 +139,19 @@ pub enum MatmulScheme {
     /// `shaders/matmul_subgroup.wgsl`: as `Direct` with one column per invocation, the row
     /// operand loaded [`MatmulVariant::SUBGROUP_CHUNK`] steps at a time, one step per lane, and
     /// shared with `subgroupBroadcast`. Needs `Features::SUBGROUP` and subgroups of at least
-    /// `SUBGROUP_CHUNK` invocations.
-    Subgroup { workgroup: u32 },
+    /// `SUBGROUP_CHUNK` invocations. With `columns` 4 (`shaders/matmul_subgroup4.wgsl`) each
+    /// invocation owns 4 columns and every operand is read as vec4 ([`Operands::Vec4`]).
+    Subgroup { workgroup: u32, columns: u32 },
+}
+
+/// How a variant's shader declares its three read operands (`weights`, `left`, `right`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operands {
+    /// `array<f32>`: any layer.
+    F32,
+    /// `array<vec4<f32>>`: one load brings 4 values; only for layers whose widths and weight
+    /// offset are multiples of 4 ([`MatmulVariant::fits`]).
+    Vec4,
 }
 
 /// One way of computing the matmuls: a WGSL file (compiled after `shaders/matmul.wgsl`) with the
@@ -150,6 +164,7 @@ pub struct MatmulVariant {
     /// Its files, in order, after `shaders/matmul.wgsl`.
     pub sources: &'static [&'static WgslFile],
     pub scheme: MatmulScheme,
+    pub operands: Operands,
 }
 
 impl MatmulVariant {
@@ -164,44 +179,65 @@ impl MatmulVariant {
     /// Operands straight from storage, 16 rows × 64 columns per workgroup, no barrier.
     pub const DIRECT: MatmulVariant = MatmulVariant {
         name: "direct",
-        sources: &[&ROWS_16, &DIRECT],
+        sources: &[&F32, &ROWS_16, &DIRECT],
         scheme: MatmulScheme::Direct {
             workgroup: 64,
             columns: 1,
         },
+        operands: Operands::F32,
     };
 
     /// As [`MatmulVariant::DIRECT`], each invocation 16 rows × 4 columns (64 columns per
     /// workgroup of 16): 4 times the multiply-adds per row-operand load.
     pub const DIRECT_4: MatmulVariant = MatmulVariant {
         name: "direct4",
-        sources: &[&DIRECT_4],
+        sources: &[&F32, &DIRECT_4],
         scheme: MatmulScheme::Direct {
             workgroup: 16,
             columns: 4,
         },
+        operands: Operands::F32,
     };
 
     /// As [`MatmulVariant::DIRECT`], the row operand shared through the subgroup (where the
     /// adapter has subgroups of 8 or more).
     pub const SUBGROUP: MatmulVariant = MatmulVariant {
         name: "subgroup",
-        sources: &[&ROWS_16, &SUBGROUP],
-        scheme: MatmulScheme::Subgroup { workgroup: 64 },
+        sources: &[&F32, &ROWS_16, &SUBGROUP],
+        scheme: MatmulScheme::Subgroup {
+            workgroup: 64,
+            columns: 1,
+        },
+        operands: Operands::F32,
+    };
+
+    /// As [`MatmulVariant::SUBGROUP`], each invocation 16 rows × 4 columns (64 columns per
+    /// workgroup of 16), every operand loaded as vec4: 2,048 multiply-adds per 48 loads where
+    /// the subgroup variant does 128 per 24. Only for layers [`MatmulVariant::fits`] takes.
+    pub const SUBGROUP_4: MatmulVariant = MatmulVariant {
+        name: "subgroup4",
+        sources: &[&SUBGROUP_4],
+        scheme: MatmulScheme::Subgroup {
+            workgroup: 16,
+            columns: 4,
+        },
+        operands: Operands::Vec4,
     };
 
     /// Every variant, the default first.
-    pub const ALL: [MatmulVariant; 5] = [
+    pub const ALL: [MatmulVariant; 6] = [
         MatmulVariant::TILED_64,
         MatmulVariant::TILED_32,
         MatmulVariant::DIRECT,
         MatmulVariant::DIRECT_4,
         MatmulVariant::SUBGROUP,
+        MatmulVariant::SUBGROUP_4,
     ];
 
     /// The order tuning times them in: the usual winners on lavapipe first (a candidate far
     /// slower than the best so far is cut short).
-    pub const TUNING_ORDER: [MatmulVariant; 5] = [
+    pub const TUNING_ORDER: [MatmulVariant; 6] = [
+        MatmulVariant::SUBGROUP_4,
         MatmulVariant::SUBGROUP,
         MatmulVariant::DIRECT_4,
         MatmulVariant::TILED_64,
@@ -228,8 +264,9 @@ impl MatmulVariant {
     pub const fn staged(name: &'static str, tile: u32, depth: u32) -> MatmulVariant {
         MatmulVariant {
             name,
-            sources: &[&TILED],
+            sources: &[&F32, &TILED],
             scheme: MatmulScheme::Staged { tile, depth },
+            operands: Operands::F32,
         }
     }
 
@@ -261,11 +298,36 @@ impl MatmulVariant {
         MatmulVariant::ALL.into_iter().filter(|v| v.runs_on(ctx)).collect()
     }
 
+    /// Whether the variant can compute `op` for a layer of `shape`: any layer, but for vec4
+    /// operands widths and a weight offset that are multiples of 4 (a vec4 never straddles two
+    /// rows).
+    pub fn fits(&self, _op: MatmulOp, shape: &LayerShape) -> bool {
+        match self.operands {
+            Operands::F32 => true,
+            Operands::Vec4 => shape.inputs % 4 == 0 && shape.outputs % 4 == 0 && shape.weight_offset % 4 == 0,
+        }
+    }
+
+    /// The group-0 declarations the variant's shader is compiled with: [`MatmulBindings`], the
+    /// read operands as vec4 arrays for [`Operands::Vec4`].
+    pub fn bindings(&self) -> Vec<Binding> {
+        MatmulBindings::BINDINGS
+            .iter()
+            .map(|binding| match (self.operands, binding.name) {
+                (Operands::Vec4, "weights" | "left" | "right") => Binding {
+                    wgsl_type: "array<vec4<f32>>",
+                    ..*binding
+                },
+                _ => *binding,
+            })
+            .collect()
+    }
+
     /// Invocations per workgroup.
     pub fn workgroup_size(&self) -> u32 {
         match self.scheme {
             MatmulScheme::Staged { tile, .. } => (tile / Self::THREAD_TILE).pow(2),
-            MatmulScheme::Direct { workgroup, .. } | MatmulScheme::Subgroup { workgroup } => workgroup,
+            MatmulScheme::Direct { workgroup, .. } | MatmulScheme::Subgroup { workgroup, .. } => workgroup,
         }
     }
 
@@ -273,8 +335,9 @@ impl MatmulVariant {
     pub fn block(&self) -> (u32, u32) {
         match self.scheme {
             MatmulScheme::Staged { tile, .. } => (tile, tile),
-            MatmulScheme::Direct { workgroup, columns } => (Self::DIRECT_ROWS, workgroup * columns),
-            MatmulScheme::Subgroup { workgroup } => (Self::DIRECT_ROWS, workgroup),
+            MatmulScheme::Direct { workgroup, columns } | MatmulScheme::Subgroup { workgroup, columns } => {
+                (Self::DIRECT_ROWS, workgroup * columns)
+            }
         }
     }
 
@@ -292,7 +355,7 @@ impl MatmulVariant {
                 WgslConst::new("DIRECT_ROWS", Self::DIRECT_ROWS),
                 WgslConst::new("DIRECT_COLUMNS", columns),
             ],
-            MatmulScheme::Subgroup { workgroup } => vec![
+            MatmulScheme::Subgroup { workgroup, .. } => vec![
                 WgslConst::new("DIRECT_WORKGROUP", workgroup),
                 WgslConst::new("DIRECT_ROWS", Self::DIRECT_ROWS),
                 WgslConst::new("SUBGROUP_CHUNK", Self::SUBGROUP_CHUNK),
@@ -319,6 +382,19 @@ impl MatmulPlan {
         MatmulPlan {
             layers: vec![[variant; 3]; layers],
         }
+    }
+
+    /// The plan with [`MatmulVariant::DEFAULT`] wherever its variant does not
+    /// [`fit`](MatmulVariant::fits) the layer (`shapes`, one per layer).
+    pub fn fitted(mut self, shapes: &[LayerShape]) -> MatmulPlan {
+        for (ops, shape) in self.layers.iter_mut().zip(shapes) {
+            for op in MatmulOp::ALL {
+                if !ops[op as usize].fits(op, shape) {
+                    ops[op as usize] = MatmulVariant::DEFAULT;
+                }
+            }
+        }
+        self
     }
 
     pub fn get(&self, layer: usize, op: MatmulOp) -> MatmulVariant {
@@ -399,17 +475,25 @@ impl MatmulPipelines {
         let files: Vec<&WgslFile> = std::iter::once(&SHARED)
             .chain(variant.sources.iter().copied())
             .collect();
+        let bindings = variant.bindings();
         let source = ShaderSource {
             constants: variant.constants(),
-            bindings: MatmulBindings::BINDINGS,
+            bindings: &bindings,
             files: &files,
         };
-        let build = |op: MatmulOp| compile(ctx, &source, op.entry_point(), layout, batch_layout);
+        let source = &source;
+        let jobs: Vec<Job<'_, _>> = MatmulOp::ALL
+            .into_iter()
+            .map(|op| Box::new(move || compile(ctx, source, op.entry_point(), layout, batch_layout)) as Job<'_, _>)
+            .collect();
+        let [forward, backward_input, backward_weights]: [_; 3] = all(jobs)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one pipeline per op"));
         Ok(MatmulPipelines {
             variant,
-            forward: build(MatmulOp::Forward)?,
-            backward_input: build(MatmulOp::BackwardInput)?,
-            backward_weights: build(MatmulOp::BackwardWeights)?,
+            forward: forward?,
+            backward_input: backward_input?,
+            backward_weights: backward_weights?,
         })
     }
 
@@ -452,10 +536,14 @@ impl Matmul {
     ) -> Result<Matmul, GpuError> {
         assert!(!variants.is_empty(), "at least one matmul variant");
         let layout = bind_group_layout::<MatmulBindings>(ctx, "matmul");
-        let pipelines = variants
+        let layout_ref = &layout;
+        let jobs: Vec<Job<'_, _>> = variants
             .iter()
-            .map(|&variant| MatmulPipelines::new(ctx, &layout, batch_layout, variant))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|&variant| {
+                Box::new(move || MatmulPipelines::new(ctx, layout_ref, batch_layout, variant)) as Job<'_, _>
+            })
+            .collect();
+        let pipelines = all(jobs).into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(Matmul { pipelines, layout })
     }
 
@@ -520,6 +608,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The vec4 variant takes only layers whose widths and weight offset are multiples of 4,
+    /// reads them as vec4 arrays, and a plan leaves the others to the default.
+    #[test]
+    fn vec4_operands_fit_only_layers_in_fours() {
+        let layer = |inputs, outputs, weight_offset| LayerShape {
+            inputs,
+            outputs,
+            weight_offset,
+            bias_offset: weight_offset + inputs * outputs,
+        };
+        let v = MatmulVariant::SUBGROUP_4;
+        for op in MatmulOp::ALL {
+            assert!(v.fits(op, &layer(784, 128, 0)));
+            assert!(!v.fits(op, &layer(128, 10, 100_480)), "10 outputs");
+            assert!(!v.fits(op, &layer(13, 8, 0)), "13 inputs");
+            assert!(!v.fits(op, &layer(8, 8, 2)), "offset 2");
+            assert!(MatmulVariant::TILED_64.fits(op, &layer(13, 7, 3)));
+        }
+        let types: Vec<&str> = v.bindings().iter().map(|b| b.wgsl_type).collect();
+        assert_eq!(types[..3], ["array<vec4<f32>>"; 3]);
+        assert_eq!(types[3], "array<f32>", "out is written one value at a time");
+        let shapes = [layer(784, 128, 0), layer(128, 10, 100_480)];
+        let plan = MatmulPlan::uniform(v, 2).fitted(&shapes);
+        assert_eq!(plan.layers, vec![[v; 3], [MatmulVariant::DEFAULT; 3]]);
     }
 
     #[test]

@@ -292,7 +292,7 @@ pub struct WgslFile {
 pub struct ShaderSource<'a> {
     /// The family's (or variant's) constants, besides [`shared_constants`].
     pub constants: Vec<WgslConst>,
-    pub bindings: &'static [Binding],
+    pub bindings: &'a [Binding],
     pub files: &'a [&'a WgslFile],
 }
 
@@ -645,11 +645,18 @@ impl Kernels {
 
     /// [`Kernels::new`] with the pipelines of every variant of `variants` (at least one), for a
     /// plan that mixes them or for tuning.
+    /// The matmul pipelines compile on threads of their own beside the rest (natively): a
+    /// driver that compiles at creation (Mesa 25's lavapipe, most hardware drivers) then uses
+    /// every core.
     pub fn with_matmul_variants(ctx: &GpuContext, variants: &[MatmulVariant]) -> Result<Kernels, GpuError> {
         let batch_layout = batch_layout(ctx);
+        let (matmul, gather) = both(
+            || Matmul::new(ctx, &batch_layout, variants),
+            || Gather::new(ctx, &batch_layout),
+        );
         Ok(Kernels {
-            gather: Gather::new(ctx, &batch_layout)?,
-            matmul: Matmul::new(ctx, &batch_layout, variants)?,
+            gather: gather?,
+            matmul: matmul?,
             output_loss: OutputLoss::new(ctx, &batch_layout)?,
             sgd_update: SgdUpdate::new(ctx, &batch_layout)?,
             momentum_update: MomentumUpdate::new(ctx, &batch_layout)?,
@@ -659,6 +666,45 @@ impl Kernels {
             batch_layout,
         })
     }
+}
+
+/// `a()` and `b()`, natively on two threads (wgpu's error scopes are per thread, so each
+/// compile still catches its own errors); on the web one after the other.
+#[cfg(feature = "native")]
+pub fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    std::thread::scope(|scope| {
+        let a = scope.spawn(a);
+        let b = b();
+        (a.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), b)
+    })
+}
+
+#[cfg(not(feature = "native"))]
+pub fn both<A, B>(a: impl FnOnce() -> A, b: impl FnOnce() -> B) -> (A, B) {
+    (a(), b())
+}
+
+/// A job for [`all`]: natively it runs on a thread of its own, so it must be `Send`.
+#[cfg(feature = "native")]
+pub type Job<'a, T> = Box<dyn FnOnce() -> T + Send + 'a>;
+#[cfg(not(feature = "native"))]
+pub type Job<'a, T> = Box<dyn FnOnce() -> T + 'a>;
+
+/// Every job's result, in order: natively each on a thread of its own, on the web in turn.
+#[cfg(feature = "native")]
+pub fn all<T: Send>(jobs: Vec<Job<'_, T>>) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = jobs.into_iter().map(|job| scope.spawn(job)).collect();
+        running
+            .into_iter()
+            .map(|job| job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
+#[cfg(not(feature = "native"))]
+pub fn all<T>(jobs: Vec<Job<'_, T>>) -> Vec<T> {
+    jobs.into_iter().map(|job| job()).collect()
 }
 
 #[cfg(test)]

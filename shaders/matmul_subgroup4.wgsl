@@ -15,6 +15,10 @@
 // invocation loads 16 row-operand vec4s and 32 of its own column operand for 2,048 multiply-adds
 // (matmul_subgroup.wgsl: 24 loads per 128). A chunk past the end of the reduction reads 0 for
 // the row operand and a clamped, finite column value.
+//
+// The chunk's 8 steps are a loop that takes lane s's values with subgroupShuffle, not 8 written-
+// out steps with subgroupBroadcast from constant lanes as in matmul_subgroup.wgsl: written out,
+// this kernel took Mesa 25's lavapipe 10 s to compile (2.4 s as a loop) and ran slower there.
 
 const_assert SUBGROUP_CHUNK == 8u;
 const_assert DIRECT_ROWS == 16u;
@@ -194,14 +198,9 @@ fn matmul_forward(
         let a13 = left4_in(b13, g, groups);
         let a14 = left4_in(b14, g, groups);
         let a15 = left4_in(b15, g, groups);
-        accumulate_columns(weight_rows(w, g0 + 0u, n4, k), subgroupBroadcast(a0, 0u), subgroupBroadcast(a1, 0u), subgroupBroadcast(a2, 0u), subgroupBroadcast(a3, 0u), subgroupBroadcast(a4, 0u), subgroupBroadcast(a5, 0u), subgroupBroadcast(a6, 0u), subgroupBroadcast(a7, 0u), subgroupBroadcast(a8, 0u), subgroupBroadcast(a9, 0u), subgroupBroadcast(a10, 0u), subgroupBroadcast(a11, 0u), subgroupBroadcast(a12, 0u), subgroupBroadcast(a13, 0u), subgroupBroadcast(a14, 0u), subgroupBroadcast(a15, 0u));
-        accumulate_columns(weight_rows(w, g0 + 1u, n4, k), subgroupBroadcast(a0, 1u), subgroupBroadcast(a1, 1u), subgroupBroadcast(a2, 1u), subgroupBroadcast(a3, 1u), subgroupBroadcast(a4, 1u), subgroupBroadcast(a5, 1u), subgroupBroadcast(a6, 1u), subgroupBroadcast(a7, 1u), subgroupBroadcast(a8, 1u), subgroupBroadcast(a9, 1u), subgroupBroadcast(a10, 1u), subgroupBroadcast(a11, 1u), subgroupBroadcast(a12, 1u), subgroupBroadcast(a13, 1u), subgroupBroadcast(a14, 1u), subgroupBroadcast(a15, 1u));
-        accumulate_columns(weight_rows(w, g0 + 2u, n4, k), subgroupBroadcast(a0, 2u), subgroupBroadcast(a1, 2u), subgroupBroadcast(a2, 2u), subgroupBroadcast(a3, 2u), subgroupBroadcast(a4, 2u), subgroupBroadcast(a5, 2u), subgroupBroadcast(a6, 2u), subgroupBroadcast(a7, 2u), subgroupBroadcast(a8, 2u), subgroupBroadcast(a9, 2u), subgroupBroadcast(a10, 2u), subgroupBroadcast(a11, 2u), subgroupBroadcast(a12, 2u), subgroupBroadcast(a13, 2u), subgroupBroadcast(a14, 2u), subgroupBroadcast(a15, 2u));
-        accumulate_columns(weight_rows(w, g0 + 3u, n4, k), subgroupBroadcast(a0, 3u), subgroupBroadcast(a1, 3u), subgroupBroadcast(a2, 3u), subgroupBroadcast(a3, 3u), subgroupBroadcast(a4, 3u), subgroupBroadcast(a5, 3u), subgroupBroadcast(a6, 3u), subgroupBroadcast(a7, 3u), subgroupBroadcast(a8, 3u), subgroupBroadcast(a9, 3u), subgroupBroadcast(a10, 3u), subgroupBroadcast(a11, 3u), subgroupBroadcast(a12, 3u), subgroupBroadcast(a13, 3u), subgroupBroadcast(a14, 3u), subgroupBroadcast(a15, 3u));
-        accumulate_columns(weight_rows(w, g0 + 4u, n4, k), subgroupBroadcast(a0, 4u), subgroupBroadcast(a1, 4u), subgroupBroadcast(a2, 4u), subgroupBroadcast(a3, 4u), subgroupBroadcast(a4, 4u), subgroupBroadcast(a5, 4u), subgroupBroadcast(a6, 4u), subgroupBroadcast(a7, 4u), subgroupBroadcast(a8, 4u), subgroupBroadcast(a9, 4u), subgroupBroadcast(a10, 4u), subgroupBroadcast(a11, 4u), subgroupBroadcast(a12, 4u), subgroupBroadcast(a13, 4u), subgroupBroadcast(a14, 4u), subgroupBroadcast(a15, 4u));
-        accumulate_columns(weight_rows(w, g0 + 5u, n4, k), subgroupBroadcast(a0, 5u), subgroupBroadcast(a1, 5u), subgroupBroadcast(a2, 5u), subgroupBroadcast(a3, 5u), subgroupBroadcast(a4, 5u), subgroupBroadcast(a5, 5u), subgroupBroadcast(a6, 5u), subgroupBroadcast(a7, 5u), subgroupBroadcast(a8, 5u), subgroupBroadcast(a9, 5u), subgroupBroadcast(a10, 5u), subgroupBroadcast(a11, 5u), subgroupBroadcast(a12, 5u), subgroupBroadcast(a13, 5u), subgroupBroadcast(a14, 5u), subgroupBroadcast(a15, 5u));
-        accumulate_columns(weight_rows(w, g0 + 6u, n4, k), subgroupBroadcast(a0, 6u), subgroupBroadcast(a1, 6u), subgroupBroadcast(a2, 6u), subgroupBroadcast(a3, 6u), subgroupBroadcast(a4, 6u), subgroupBroadcast(a5, 6u), subgroupBroadcast(a6, 6u), subgroupBroadcast(a7, 6u), subgroupBroadcast(a8, 6u), subgroupBroadcast(a9, 6u), subgroupBroadcast(a10, 6u), subgroupBroadcast(a11, 6u), subgroupBroadcast(a12, 6u), subgroupBroadcast(a13, 6u), subgroupBroadcast(a14, 6u), subgroupBroadcast(a15, 6u));
-        accumulate_columns(weight_rows(w, g0 + 7u, n4, k), subgroupBroadcast(a0, 7u), subgroupBroadcast(a1, 7u), subgroupBroadcast(a2, 7u), subgroupBroadcast(a3, 7u), subgroupBroadcast(a4, 7u), subgroupBroadcast(a5, 7u), subgroupBroadcast(a6, 7u), subgroupBroadcast(a7, 7u), subgroupBroadcast(a8, 7u), subgroupBroadcast(a9, 7u), subgroupBroadcast(a10, 7u), subgroupBroadcast(a11, 7u), subgroupBroadcast(a12, 7u), subgroupBroadcast(a13, 7u), subgroupBroadcast(a14, 7u), subgroupBroadcast(a15, 7u));
+        for (var s = 0u; s < SUBGROUP_CHUNK; s++) {
+            accumulate_columns(weight_rows(w, g0 + s, n4, k), subgroupShuffle(a0, s), subgroupShuffle(a1, s), subgroupShuffle(a2, s), subgroupShuffle(a3, s), subgroupShuffle(a4, s), subgroupShuffle(a5, s), subgroupShuffle(a6, s), subgroupShuffle(a7, s), subgroupShuffle(a8, s), subgroupShuffle(a9, s), subgroupShuffle(a10, s), subgroupShuffle(a11, s), subgroupShuffle(a12, s), subgroupShuffle(a13, s), subgroupShuffle(a14, s), subgroupShuffle(a15, s));
+        }
     }
     for (var p = 0u; p < DIRECT_ROWS; p++) {
         let sums = acc_at(p);
@@ -263,14 +262,9 @@ fn matmul_backward_input(
         let a13 = left4_in(b13, g, groups);
         let a14 = left4_in(b14, g, groups);
         let a15 = left4_in(b15, g, groups);
-        accumulate_rows(weight_columns(w, g0 + 0u, groups), subgroupBroadcast(a0, 0u), subgroupBroadcast(a1, 0u), subgroupBroadcast(a2, 0u), subgroupBroadcast(a3, 0u), subgroupBroadcast(a4, 0u), subgroupBroadcast(a5, 0u), subgroupBroadcast(a6, 0u), subgroupBroadcast(a7, 0u), subgroupBroadcast(a8, 0u), subgroupBroadcast(a9, 0u), subgroupBroadcast(a10, 0u), subgroupBroadcast(a11, 0u), subgroupBroadcast(a12, 0u), subgroupBroadcast(a13, 0u), subgroupBroadcast(a14, 0u), subgroupBroadcast(a15, 0u));
-        accumulate_rows(weight_columns(w, g0 + 1u, groups), subgroupBroadcast(a0, 1u), subgroupBroadcast(a1, 1u), subgroupBroadcast(a2, 1u), subgroupBroadcast(a3, 1u), subgroupBroadcast(a4, 1u), subgroupBroadcast(a5, 1u), subgroupBroadcast(a6, 1u), subgroupBroadcast(a7, 1u), subgroupBroadcast(a8, 1u), subgroupBroadcast(a9, 1u), subgroupBroadcast(a10, 1u), subgroupBroadcast(a11, 1u), subgroupBroadcast(a12, 1u), subgroupBroadcast(a13, 1u), subgroupBroadcast(a14, 1u), subgroupBroadcast(a15, 1u));
-        accumulate_rows(weight_columns(w, g0 + 2u, groups), subgroupBroadcast(a0, 2u), subgroupBroadcast(a1, 2u), subgroupBroadcast(a2, 2u), subgroupBroadcast(a3, 2u), subgroupBroadcast(a4, 2u), subgroupBroadcast(a5, 2u), subgroupBroadcast(a6, 2u), subgroupBroadcast(a7, 2u), subgroupBroadcast(a8, 2u), subgroupBroadcast(a9, 2u), subgroupBroadcast(a10, 2u), subgroupBroadcast(a11, 2u), subgroupBroadcast(a12, 2u), subgroupBroadcast(a13, 2u), subgroupBroadcast(a14, 2u), subgroupBroadcast(a15, 2u));
-        accumulate_rows(weight_columns(w, g0 + 3u, groups), subgroupBroadcast(a0, 3u), subgroupBroadcast(a1, 3u), subgroupBroadcast(a2, 3u), subgroupBroadcast(a3, 3u), subgroupBroadcast(a4, 3u), subgroupBroadcast(a5, 3u), subgroupBroadcast(a6, 3u), subgroupBroadcast(a7, 3u), subgroupBroadcast(a8, 3u), subgroupBroadcast(a9, 3u), subgroupBroadcast(a10, 3u), subgroupBroadcast(a11, 3u), subgroupBroadcast(a12, 3u), subgroupBroadcast(a13, 3u), subgroupBroadcast(a14, 3u), subgroupBroadcast(a15, 3u));
-        accumulate_rows(weight_columns(w, g0 + 4u, groups), subgroupBroadcast(a0, 4u), subgroupBroadcast(a1, 4u), subgroupBroadcast(a2, 4u), subgroupBroadcast(a3, 4u), subgroupBroadcast(a4, 4u), subgroupBroadcast(a5, 4u), subgroupBroadcast(a6, 4u), subgroupBroadcast(a7, 4u), subgroupBroadcast(a8, 4u), subgroupBroadcast(a9, 4u), subgroupBroadcast(a10, 4u), subgroupBroadcast(a11, 4u), subgroupBroadcast(a12, 4u), subgroupBroadcast(a13, 4u), subgroupBroadcast(a14, 4u), subgroupBroadcast(a15, 4u));
-        accumulate_rows(weight_columns(w, g0 + 5u, groups), subgroupBroadcast(a0, 5u), subgroupBroadcast(a1, 5u), subgroupBroadcast(a2, 5u), subgroupBroadcast(a3, 5u), subgroupBroadcast(a4, 5u), subgroupBroadcast(a5, 5u), subgroupBroadcast(a6, 5u), subgroupBroadcast(a7, 5u), subgroupBroadcast(a8, 5u), subgroupBroadcast(a9, 5u), subgroupBroadcast(a10, 5u), subgroupBroadcast(a11, 5u), subgroupBroadcast(a12, 5u), subgroupBroadcast(a13, 5u), subgroupBroadcast(a14, 5u), subgroupBroadcast(a15, 5u));
-        accumulate_rows(weight_columns(w, g0 + 6u, groups), subgroupBroadcast(a0, 6u), subgroupBroadcast(a1, 6u), subgroupBroadcast(a2, 6u), subgroupBroadcast(a3, 6u), subgroupBroadcast(a4, 6u), subgroupBroadcast(a5, 6u), subgroupBroadcast(a6, 6u), subgroupBroadcast(a7, 6u), subgroupBroadcast(a8, 6u), subgroupBroadcast(a9, 6u), subgroupBroadcast(a10, 6u), subgroupBroadcast(a11, 6u), subgroupBroadcast(a12, 6u), subgroupBroadcast(a13, 6u), subgroupBroadcast(a14, 6u), subgroupBroadcast(a15, 6u));
-        accumulate_rows(weight_columns(w, g0 + 7u, groups), subgroupBroadcast(a0, 7u), subgroupBroadcast(a1, 7u), subgroupBroadcast(a2, 7u), subgroupBroadcast(a3, 7u), subgroupBroadcast(a4, 7u), subgroupBroadcast(a5, 7u), subgroupBroadcast(a6, 7u), subgroupBroadcast(a7, 7u), subgroupBroadcast(a8, 7u), subgroupBroadcast(a9, 7u), subgroupBroadcast(a10, 7u), subgroupBroadcast(a11, 7u), subgroupBroadcast(a12, 7u), subgroupBroadcast(a13, 7u), subgroupBroadcast(a14, 7u), subgroupBroadcast(a15, 7u));
+        for (var s = 0u; s < SUBGROUP_CHUNK; s++) {
+            accumulate_rows(weight_columns(w, g0 + s, groups), subgroupShuffle(a0, s), subgroupShuffle(a1, s), subgroupShuffle(a2, s), subgroupShuffle(a3, s), subgroupShuffle(a4, s), subgroupShuffle(a5, s), subgroupShuffle(a6, s), subgroupShuffle(a7, s), subgroupShuffle(a8, s), subgroupShuffle(a9, s), subgroupShuffle(a10, s), subgroupShuffle(a11, s), subgroupShuffle(a12, s), subgroupShuffle(a13, s), subgroupShuffle(a14, s), subgroupShuffle(a15, s));
+        }
     }
     for (var p = 0u; p < DIRECT_ROWS; p++) {
         let sums = acc_at(p);
@@ -313,14 +307,9 @@ fn matmul_backward_weights(
         let x1 = transposed_left4(t, i0 + 4u, m, rows);
         let x2 = transposed_left4(t, i0 + 8u, m, rows);
         let x3 = transposed_left4(t, i0 + 12u, m, rows);
-        accumulate_outer(subgroupBroadcast(x0, 0u), subgroupBroadcast(x1, 0u), subgroupBroadcast(x2, 0u), subgroupBroadcast(x3, 0u), right[min(t0 + 0u, rows - 1u) * n4 + c]);
-        accumulate_outer(subgroupBroadcast(x0, 1u), subgroupBroadcast(x1, 1u), subgroupBroadcast(x2, 1u), subgroupBroadcast(x3, 1u), right[min(t0 + 1u, rows - 1u) * n4 + c]);
-        accumulate_outer(subgroupBroadcast(x0, 2u), subgroupBroadcast(x1, 2u), subgroupBroadcast(x2, 2u), subgroupBroadcast(x3, 2u), right[min(t0 + 2u, rows - 1u) * n4 + c]);
-        accumulate_outer(subgroupBroadcast(x0, 3u), subgroupBroadcast(x1, 3u), subgroupBroadcast(x2, 3u), subgroupBroadcast(x3, 3u), right[min(t0 + 3u, rows - 1u) * n4 + c]);
-        accumulate_outer(subgroupBroadcast(x0, 4u), subgroupBroadcast(x1, 4u), subgroupBroadcast(x2, 4u), subgroupBroadcast(x3, 4u), right[min(t0 + 4u, rows - 1u) * n4 + c]);
-        accumulate_outer(subgroupBroadcast(x0, 5u), subgroupBroadcast(x1, 5u), subgroupBroadcast(x2, 5u), subgroupBroadcast(x3, 5u), right[min(t0 + 5u, rows - 1u) * n4 + c]);
-        accumulate_outer(subgroupBroadcast(x0, 6u), subgroupBroadcast(x1, 6u), subgroupBroadcast(x2, 6u), subgroupBroadcast(x3, 6u), right[min(t0 + 6u, rows - 1u) * n4 + c]);
-        accumulate_outer(subgroupBroadcast(x0, 7u), subgroupBroadcast(x1, 7u), subgroupBroadcast(x2, 7u), subgroupBroadcast(x3, 7u), right[min(t0 + 7u, rows - 1u) * n4 + c]);
+        for (var s = 0u; s < SUBGROUP_CHUNK; s++) {
+            accumulate_outer(subgroupShuffle(x0, s), subgroupShuffle(x1, s), subgroupShuffle(x2, s), subgroupShuffle(x3, s), right[min(t0 + s, rows - 1u) * n4 + c]);
+        }
     }
     for (var p = 0u; p < DIRECT_ROWS; p++) {
         let sums = acc_at(p);

@@ -36,30 +36,7 @@ fn right_value(i: u32) -> f32 {
     return right[i / 4u][i % 4u];
 }
 
-// acc[p]: row p of the block, the invocation's 4 columns.
-var<private> acc: array<vec4<f32>, 16>;
-
-// acc[p] for a computed p: through a switch, so that acc is indexed only by constants.
-fn acc_at(p: u32) -> vec4<f32> {
-    switch p {
-        case 0u: { return acc[0]; }
-        case 1u: { return acc[1]; }
-        case 2u: { return acc[2]; }
-        case 3u: { return acc[3]; }
-        case 4u: { return acc[4]; }
-        case 5u: { return acc[5]; }
-        case 6u: { return acc[6]; }
-        case 7u: { return acc[7]; }
-        case 8u: { return acc[8]; }
-        case 9u: { return acc[9]; }
-        case 10u: { return acc[10]; }
-        case 11u: { return acc[11]; }
-        case 12u: { return acc[12]; }
-        case 13u: { return acc[13]; }
-        case 14u: { return acc[14]; }
-        default: { return acc[15]; }
-    }
-}
+// acc and acc_at: matmul_rows16x4.wgsl.
 
 // left's vec4 `base + g` (4 reduction steps of one row) for g < groups, else 0.
 fn left4_in(base: u32, g: u32, groups: u32) -> vec4<f32> {

@@ -29,6 +29,8 @@ const SUBGROUP_4: WgslFile = wgsl_file!("matmul_subgroup4.wgsl");
 const F32: WgslFile = wgsl_file!("matmul_f32.wgsl");
 /// The 16-row accumulators the direct and subgroup variants share.
 const ROWS_16: WgslFile = wgsl_file!("matmul_rows16.wgsl");
+/// The 16-row × 4-column accumulators the direct4 and subgroup4 variants share.
+const ROWS_16_BY_4: WgslFile = wgsl_file!("matmul_rows16x4.wgsl");
 
 /// `MatmulParams` in `shaders/matmul.wgsl`: one layer's shape and place in the flat buffers.
 #[repr(C)]
@@ -191,7 +193,7 @@ impl MatmulVariant {
     /// workgroup of 16): 4 times the multiply-adds per row-operand load.
     pub const DIRECT_4: MatmulVariant = MatmulVariant {
         name: "direct4",
-        sources: &[&F32, &DIRECT_4],
+        sources: &[&F32, &ROWS_16_BY_4, &DIRECT_4],
         scheme: MatmulScheme::Direct {
             workgroup: 16,
             columns: 4,
@@ -216,7 +218,7 @@ impl MatmulVariant {
     /// the subgroup variant does 128 per 24. Only for layers [`MatmulVariant::fits`] takes.
     pub const SUBGROUP_4: MatmulVariant = MatmulVariant {
         name: "subgroup4",
-        sources: &[&SUBGROUP_4],
+        sources: &[&ROWS_16_BY_4, &SUBGROUP_4],
         scheme: MatmulScheme::Subgroup {
             workgroup: 16,
             columns: 4,

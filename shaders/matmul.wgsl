@@ -76,18 +76,53 @@ fn derivative(a: f32, code: u32) -> f32 {
 
 // The epilogues. Each takes the finished sum for element (r, c) of the product and writes what
 // the kernel outputs there; elements outside the output (a variant's tiles overhang its edges)
-// are not written.
+// are not written. forward's and backward_input's take an `Epilogue`, read once per invocation
+// before the stores: a variant stores up to 64 sums, each epilogue is inlined at every store,
+// and reads of the storage buffers between two stores cannot be shared by the compiler (it does
+// not know that `out` is not `params`). Reading them once made the subgroup4 kernels' forward
+// compile in two thirds of the time on lavapipe.
+
+// What forward's and backward_input's epilogues read besides the element itself.
+struct Epilogue {
+    rows: u32,
+    activation: u32,
+    // Whether this batch drops units of the layer (`drops_units`); then its mask's key for this
+    // step, threshold, kept units' factor and keep probability (`LayerDropout`).
+    drops: bool,
+    key: u32,
+    threshold: u32,
+    scale: f32,
+    keep: f32,
+}
+
+fn epilogue() -> Epilogue {
+    let layer = params.dropout_layer;
+    var e = Epilogue(batch.rows, params.activation, false, 0u, 0u, 1.0, 1.0);
+    if layer != 0u && drops_units(layer) {
+        let d = layer_dropout(layer);
+        e.drops = true;
+        e.key = dropout_key(this_step().step, layer);
+        e.threshold = d.threshold;
+        e.scale = d.scale;
+        e.keep = d.keep;
+    }
+    return e;
+}
+
+// dropout_factor for element (r, c) of a layer of `units` units, where e.drops.
+fn epilogue_factor(e: Epilogue, r: u32, units: u32, c: u32) -> f32 {
+    return select(0.0, e.scale, dropout_keeps(e.key, e.threshold, r, units, c));
+}
 
 // matmul_forward: out[r, c] = f(sum + b[c]), out: rows × outputs; then, in a training batch of a
 // run with dropout, a hidden layer's output times its mask's factor (cpu::ops::dropout_forward).
-fn store_forward(r: u32, c: u32, sum: f32) {
+fn store_forward(e: Epilogue, r: u32, c: u32, sum: f32) {
     let n = params.outputs;
-    if r < batch.rows && c < n {
+    if r < e.rows && c < n {
         let z = sum + weight_value(params.bias_offset + c);
-        var a = activate(z, params.activation);
-        let layer = params.dropout_layer;
-        if layer != 0u && drops_units(layer) {
-            a *= dropout_factor(layer, r, n, c);
+        var a = activate(z, e.activation);
+        if e.drops {
+            a *= epilogue_factor(e, r, n, c);
         }
         out[r * n + c] = a;
     }
@@ -97,17 +132,16 @@ fn store_forward(r: u32, c: u32, sum: f32) {
 // A_{l-1} was dropped (cpu::ops::dropout_activation_backward), right holds ã = a·mask/(1−p): the
 // derivative is taken at ã·(1−p) and times the factor for a kept unit, and a dropped unit passes
 // no gradient.
-fn store_backward_input(r: u32, c: u32, sum: f32) {
+fn store_backward_input(e: Epilogue, r: u32, c: u32, sum: f32) {
     let n = params.inputs;
-    if r < batch.rows && c < n {
+    if r < e.rows && c < n {
         let a = right_value(r * n + c);
-        let layer = params.dropout_layer;
-        if layer != 0u && drops_units(layer) {
-            let factor = dropout_factor(layer, r, n, c);
-            let kept = sum * derivative(a * layer_dropout(layer).keep, params.activation) * factor;
+        if e.drops {
+            let factor = epilogue_factor(e, r, n, c);
+            let kept = sum * derivative(a * e.keep, e.activation) * factor;
             out[r * n + c] = select(0.0, kept, factor != 0.0);
         } else {
-            out[r * n + c] = sum * derivative(a, params.activation);
+            out[r * n + c] = sum * derivative(a, e.activation);
         }
     }
 }

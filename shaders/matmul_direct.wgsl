@@ -62,8 +62,9 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         );
         w += n;
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
-        store_forward(row0 + p, col, direct_sum(p));
+        store_forward(epi, row0 + p, col, direct_sum(p));
     }
 }
 
@@ -103,8 +104,9 @@ fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             weights[w + t],
         );
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
-        store_backward_input(row0 + p, col, direct_sum(p));
+        store_backward_input(epi, row0 + p, col, direct_sum(p));
     }
 }
 

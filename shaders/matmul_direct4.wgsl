@@ -75,10 +75,11 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         acc[15] = fma(vec4<f32>(left[b15 + t]), column, acc[15]);
         w += vec4<u32>(n);
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
         let sums = acc_at(p);
         for (var q = 0u; q < DIRECT_COLUMNS; q++) {
-            store_forward(row0 + p, col + q, sums[q]);
+            store_forward(epi, row0 + p, col + q, sums[q]);
         }
     }
 }
@@ -129,10 +130,11 @@ fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         acc[14] = fma(vec4<f32>(left[b14 + t]), column, acc[14]);
         acc[15] = fma(vec4<f32>(left[b15 + t]), column, acc[15]);
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
         let sums = acc_at(p);
         for (var q = 0u; q < DIRECT_COLUMNS; q++) {
-            store_backward_input(row0 + p, col + q, sums[q]);
+            store_backward_input(epi, row0 + p, col + q, sums[q]);
         }
     }
 }

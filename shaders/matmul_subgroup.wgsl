@@ -68,8 +68,9 @@ fn matmul_forward(
         accumulate(subgroupBroadcast(r0, 6u), subgroupBroadcast(r1, 6u), subgroupBroadcast(r2, 6u), subgroupBroadcast(r3, 6u), weights[w + min(t0 + 6u, k - 1u) * n]);
         accumulate(subgroupBroadcast(r0, 7u), subgroupBroadcast(r1, 7u), subgroupBroadcast(r2, 7u), subgroupBroadcast(r3, 7u), weights[w + min(t0 + 7u, k - 1u) * n]);
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
-        store_forward(row0 + p, col, direct_sum(p));
+        store_forward(epi, row0 + p, col, direct_sum(p));
     }
 }
 
@@ -120,8 +121,9 @@ fn matmul_backward_input(
         accumulate(subgroupBroadcast(r0, 6u), subgroupBroadcast(r1, 6u), subgroupBroadcast(r2, 6u), subgroupBroadcast(r3, 6u), weights[w + min(t0 + 6u, k - 1u)]);
         accumulate(subgroupBroadcast(r0, 7u), subgroupBroadcast(r1, 7u), subgroupBroadcast(r2, 7u), subgroupBroadcast(r3, 7u), weights[w + min(t0 + 7u, k - 1u)]);
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
-        store_backward_input(row0 + p, col, direct_sum(p));
+        store_backward_input(epi, row0 + p, col, direct_sum(p));
     }
 }
 

@@ -179,10 +179,11 @@ fn matmul_forward(
             accumulate_columns(weight_rows(w, g0 + s, n4, k), subgroupShuffle(a0, s), subgroupShuffle(a1, s), subgroupShuffle(a2, s), subgroupShuffle(a3, s), subgroupShuffle(a4, s), subgroupShuffle(a5, s), subgroupShuffle(a6, s), subgroupShuffle(a7, s), subgroupShuffle(a8, s), subgroupShuffle(a9, s), subgroupShuffle(a10, s), subgroupShuffle(a11, s), subgroupShuffle(a12, s), subgroupShuffle(a13, s), subgroupShuffle(a14, s), subgroupShuffle(a15, s));
         }
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
         let sums = acc_at(p);
         for (var j = 0u; j < 4u; j++) {
-            store_forward(row0 + p, 4u * c4 + j, sums[j]);
+            store_forward(epi, row0 + p, 4u * c4 + j, sums[j]);
         }
     }
 }
@@ -243,10 +244,11 @@ fn matmul_backward_input(
             accumulate_rows(weight_columns(w, g0 + s, groups), subgroupShuffle(a0, s), subgroupShuffle(a1, s), subgroupShuffle(a2, s), subgroupShuffle(a3, s), subgroupShuffle(a4, s), subgroupShuffle(a5, s), subgroupShuffle(a6, s), subgroupShuffle(a7, s), subgroupShuffle(a8, s), subgroupShuffle(a9, s), subgroupShuffle(a10, s), subgroupShuffle(a11, s), subgroupShuffle(a12, s), subgroupShuffle(a13, s), subgroupShuffle(a14, s), subgroupShuffle(a15, s));
         }
     }
+    let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
         let sums = acc_at(p);
         for (var j = 0u; j < 4u; j++) {
-            store_backward_input(row0 + p, c + j, sums[j]);
+            store_backward_input(epi, row0 + p, c + j, sums[j]);
         }
     }
 }

@@ -115,9 +115,10 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         multiply_staged(ty, tx);
         workgroupBarrier();
     }
+    let epi = epilogue();
     for (var p = 0u; p < THREAD_TILE; p++) {
         for (var q = 0u; q < THREAD_TILE; q++) {
-            store_forward(row0 + THREAD_TILE * ty + p, col0 + THREAD_TILE * tx + q, tile_sum(p, q));
+            store_forward(epi, row0 + THREAD_TILE * ty + p, col0 + THREAD_TILE * tx + q, tile_sum(p, q));
         }
     }
 }
@@ -142,9 +143,10 @@ fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         multiply_staged(ty, tx);
         workgroupBarrier();
     }
+    let epi = epilogue();
     for (var p = 0u; p < THREAD_TILE; p++) {
         for (var q = 0u; q < THREAD_TILE; q++) {
-            store_backward_input(row0 + THREAD_TILE * ty + p, col0 + THREAD_TILE * tx + q, tile_sum(p, q));
+            store_backward_input(epi, row0 + THREAD_TILE * ty + p, col0 + THREAD_TILE * tx + q, tile_sum(p, q));
         }
     }
 }

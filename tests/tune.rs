@@ -44,32 +44,68 @@ fn a_cached_run_does_not_time_again() {
     assert_eq!(first.report.source, PlanSource::Timed);
     // forward and backward_weights of 3 layers, backward_input of the last 2.
     assert_eq!(first.report.timed, 8, "{:?}", first.report);
-    // Every variant the device runs is timed on every matmul it fits (vec4 operands: widths in
-    // fours, so not on the 10-wide last layer).
+    // The matmuls are timed largest first. Every variant the device runs is timed on the
+    // largest matmul it fits; on a smaller one, every variant that fits it (vec4 operands: widths
+    // in fours, so not the 10-wide last layer) except those more than OUTPACED times slower than
+    // the fastest of them on a larger one, which are not even compiled for it.
     let available = MatmulVariant::available(&ctx);
     let layout = spec.layout();
-    for choice in &first.report.choices {
-        let timings = choice.timings.as_ref().expect("timed in this run");
-        let (op, shape) = MatmulOp::ALL
+    let matmul_of = |key: &str| {
+        MatmulOp::ALL
             .iter()
             .flat_map(|&op| layout.layers.iter().map(move |shape| (op, *shape)))
-            .find(|(op, shape)| tune::matmul_key(*op, 100, shape) == choice.key)
-            .expect("a matmul of the network");
-        let fitting: Vec<&str> = available
-            .iter()
-            .filter(|v| v.fits(op, &shape))
-            .map(|v| v.name)
-            .collect();
-        let timed: Vec<&str> = timings.iter().map(|(v, _)| v.name).collect();
-        assert_eq!(timed.len(), fitting.len(), "{}: {timed:?}", choice.key);
-        assert!(
-            fitting.iter().all(|name| timed.contains(name)),
-            "{}: {timed:?}",
-            choice.key
-        );
-        if shape.outputs == 10 {
-            assert!(!timed.contains(&"subgroup4"), "{}: {timed:?}", choice.key);
+            .find(|(op, shape)| tune::matmul_key(*op, 100, shape) == key)
+            .expect("a matmul of the network")
+    };
+    let size = |shape: &gpu_mlp::network::LayerShape| shape.inputs * shape.outputs;
+    let timed_on = |key: &str| -> Vec<(MatmulVariant, f64)> {
+        let choice = first.report.choices.iter().find(|c| c.key == key).unwrap();
+        choice.timings.clone().expect("timed in this run")
+    };
+    for choice in &first.report.choices {
+        let timings = choice.timings.as_ref().expect("timed in this run");
+        let (op, shape) = matmul_of(&choice.key);
+        let fitting: Vec<MatmulVariant> = available.iter().copied().filter(|v| v.fits(op, &shape)).collect();
+        let timed: Vec<MatmulVariant> = timings.iter().map(|(v, _)| *v).collect();
+        assert!(timed.iter().all(|v| fitting.contains(v)), "{}: {timed:?}", choice.key);
+        // Outpaced on a matmul as large or larger (the same layer's other ops are as large).
+        let outpaced = |variant: MatmulVariant, strictly_larger: bool| {
+            first.report.choices.iter().any(|other| {
+                let (_, other_shape) = matmul_of(&other.key);
+                let larger = if strictly_larger {
+                    size(&other_shape) > size(&shape)
+                } else {
+                    other.key != choice.key && size(&other_shape) >= size(&shape)
+                };
+                let there = timed_on(&other.key);
+                let seconds = |v: MatmulVariant| there.iter().find(|(t, _)| *t == v).map(|(_, s)| *s);
+                let best = fitting.iter().filter_map(|v| seconds(*v)).fold(f64::INFINITY, f64::min);
+                larger && seconds(variant).is_some_and(|s| s > tune::OUTPACED * best)
+            })
+        };
+        for variant in &fitting {
+            if !timed.contains(variant) {
+                assert!(
+                    outpaced(*variant, false),
+                    "{}: {} not timed, not outpaced",
+                    choice.key,
+                    variant.name
+                );
+            }
         }
+        for variant in &timed {
+            assert!(
+                !outpaced(*variant, true),
+                "{}: {} timed, though outpaced",
+                choice.key,
+                variant.name
+            );
+        }
+        if shape.outputs == 10 {
+            assert!(!timed.contains(&MatmulVariant::SUBGROUP_4), "{}: {timed:?}", choice.key);
+        }
+        let fastest = timings.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+        assert_eq!(choice.variant, fastest, "{}: {timings:?}", choice.key);
         assert!(timings.iter().all(|(_, s)| *s > 0.0 && s.is_finite()), "{timings:?}");
         let timings: Vec<String> = timings
             .iter()
@@ -77,6 +113,23 @@ fn a_cached_run_does_not_time_again() {
             .collect();
         println!("{}: {}", choice.key, timings.join(", "));
     }
+    // The largest matmul, forward 784 → 64, is timed with every variant that fits it.
+    let largest = timed_on("forward 100x784x64");
+    assert_eq!(largest.len(), available.len(), "{largest:?}");
+    // The kernels hold the pipelines timed (each compiled when first timed) and the plan's,
+    // and no other.
+    let mut expected = first.plan.pipelines();
+    for choice in &first.report.choices {
+        let (op, _) = matmul_of(&choice.key);
+        expected.extend(timed_on(&choice.key).iter().map(|(v, _)| (*v, op)));
+    }
+    let mut compiled = first.kernels.matmul.compiled();
+    let order = |(v, op): &(MatmulVariant, MatmulOp)| (v.name, *op as usize);
+    for list in [&mut expected, &mut compiled] {
+        list.sort_by_key(order);
+        list.dedup();
+    }
+    assert_eq!(compiled, expected);
     let file = cache_file(dir.path());
     assert_eq!(file.version, tune::version());
     let entries = &file.adapters[&tune::adapter_key(&ctx.info)];
@@ -289,10 +342,9 @@ fn a_cached_choice_is_used_and_kept() {
     std::fs::write(dir.path().join("tune.json"), text.to_string()).unwrap();
     let tuned = tune::tune(&ctx, &work, TuneMode::Cached, &TuneCache::at(dir.path())).unwrap();
     assert_eq!(tuned.report.timed, 4, "{:?}", tuned.report);
-    assert_eq!(
-        tuned.plan.get(0, gpu_mlp::gpu::kernels::matmul::MatmulOp::Forward),
-        MatmulVariant::DIRECT
-    );
+    assert_eq!(tuned.plan.get(0, MatmulOp::Forward), MatmulVariant::DIRECT);
+    // Not timed here, compiled all the same for the run.
+    assert!(tuned.kernels.matmul.has((MatmulVariant::DIRECT, MatmulOp::Forward)));
     let file = cache_file(dir.path());
     assert_eq!(file.adapters[&adapter]["forward 100x784x32"].variant, "direct");
     assert_eq!(file.adapters[&adapter].len(), 5);

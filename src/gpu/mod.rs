@@ -107,12 +107,12 @@ impl GpuBackend {
     /// A variant that does not fit a layer (vec4 operands on odd widths) leaves it to the default.
     pub fn with_plan(ctx: GpuContext, work: Workload, params: &[f32], plan: MatmulPlan) -> Result<GpuBackend> {
         let plan = plan.fitted(&work.spec.layout().layers);
-        let kernels = Kernels::with_matmul_variants(&ctx, &plan.variants())?;
+        let kernels = Kernels::for_plan(&ctx, &plan)?;
         GpuBackend::with_kernels(ctx, kernels, work, params, plan)
     }
 
     /// Builds the backend on an open device with `kernels` compiled for it (they must hold
-    /// every variant of `plan`: a tuned run reuses the kernels it timed).
+    /// every pipeline of `plan`: a tuned run reuses the kernels it timed).
     pub fn with_kernels(
         ctx: GpuContext,
         kernels: Kernels,

@@ -2,11 +2,15 @@
 //! variant the device can run on the run's own shapes, and remembered per adapter.
 //!
 //! At start-up each distinct matmul of the run — (op, batch rows, layer inputs, layer outputs) —
-//! is timed with every candidate variant: one dispatch first (a driver that compiles at first use
-//! compiles then, and it says how long one takes), then one submit of as many repetitions as fill
-//! [`TIMED_BUDGET`], timed by the device's own clock (two timestamp queries around the pass) where
-//! it has `Features::TIMESTAMP_QUERY`, else by the wall clock around the submit and its
-//! completion. The fastest wins. The choices are cached in `tune.json` in the user's cache folder (`~/.cache/gpu-mlp/` on
+//! is timed, the largest first, with every variant that fits it, less those more than
+//! [`OUTPACED`] times slower than another on a larger matmul of the run: each candidate's
+//! pipeline is compiled when it is first timed (compiling is most of a first run's start-up on
+//! lavapipe, a tenth of a second or more per pipeline), run once on a tiny product (a driver that
+//! compiles at first use compiles then), once on the matmul (a candidate far slower than the best
+//! so far stops there), then in one submit of as many repetitions as fill [`TIMED_BUDGET`], timed
+//! by the device's own clock (two timestamp queries around the pass) where it has
+//! `Features::TIMESTAMP_QUERY`, else by the wall clock around the submit and its completion. The
+//! fastest wins. The choices are cached in `tune.json` in the user's cache folder (`~/.cache/gpu-mlp/` on
 //! Linux; `GPU_MLP_CACHE_DIR` names another folder), per adapter (name, driver and driver info)
 //! and gpu-mlp version, so the next run on the same adapter starts without timing. A cache file
 //! that is unreadable, corrupt or from another version is ignored with one line on stderr, never
@@ -40,6 +44,12 @@ pub enum TuneMode {
 /// Device seconds one candidate's timed submit aims to fill: enough repetitions of a small
 /// matmul to rise above the submit's own cost, one of a large one.
 pub const TIMED_BUDGET: f64 = 0.004;
+
+/// A candidate more than this many times slower than the fastest on one of the run's matmuls is
+/// not compiled for the smaller ones: compiling takes a driver a tenth of a second or more per
+/// pipeline (lavapipe, at first use), most of a first run's start-up, and across the ops and
+/// shapes of one network a variant's rank changes little.
+pub const OUTPACED: f64 = 1.5;
 
 /// Most repetitions in one timed submit.
 const MAX_REPEATS: u32 = 64;
@@ -209,7 +219,8 @@ pub enum PlanSource {
     Checkpoint,
 }
 
-/// The kernels a run uses (every variant of the plan compiled), the plan, and how it was made.
+/// The kernels a run uses (every pipeline of the plan compiled, and those timed), the plan, and
+/// how it was made.
 pub struct Tuned {
     pub kernels: Kernels,
     pub plan: MatmulPlan,
@@ -317,35 +328,40 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
             PlanSource::Default,
         );
     }
-    // Compile every candidate: the run keeps the kernels, whichever it chooses.
-    let kernels = Kernels::with_matmul_variants(ctx, &available)?;
-    let mut timer = Timer::new(ctx, &kernels, work)?;
+    // No matmul pipeline yet: each candidate compiles when it is first timed, and the run keeps
+    // the kernels.
+    let mut timer = Timer::new(ctx, Kernels::with_matmul_pipelines(ctx, &[])?, work)?;
+    // The largest matmuls first (a stable sort: step order among equals), each timed with the
+    // candidates that fit it and were not outpaced on a larger one.
+    let mut by_size: Vec<&(usize, MatmulOp, usize, LayerShape)> = matmuls.iter().collect();
+    by_size.sort_by_key(|(_, _, rows, shape)| std::cmp::Reverse(rows * shape.inputs * shape.outputs));
+    let mut found: Vec<Choice> = Vec::new();
+    for (_, op, rows, shape) in by_size {
+        let key = matmul_key(*op, *rows, shape);
+        if found.iter().any(|c| c.key == key) || from_cache(&key, *op, shape).is_some() {
+            continue;
+        }
+        let fitting: Vec<MatmulVariant> = candidates.iter().copied().filter(|v| v.fits(*op, shape)).collect();
+        let timings = timer.time(*op, *rows, shape, &not_outpaced(&fitting, &found))?;
+        let &(variant, seconds) = timings
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("at least one candidate");
+        push_choice(&mut found, key, variant, seconds, Some(timings));
+    }
+    let timed = found.len();
+    // The plan, and the choices in step order.
     let mut plan = MatmulPlan::uniform(MatmulVariant::DEFAULT, layers);
     let mut choices: Vec<Choice> = Vec::new();
-    let mut timed = 0;
     for (l, op, rows, shape) in &matmuls {
         let key = matmul_key(*op, *rows, shape);
-        let known = choices
-            .iter()
-            .find(|c| c.key == key)
-            .map(|c| (c.variant, c.seconds))
-            .or_else(|| from_cache(&key, *op, shape));
-        let (variant, seconds) = match known {
-            Some(known) => known,
-            None => {
-                let fitting: Vec<MatmulVariant> = candidates.iter().copied().filter(|v| v.fits(*op, shape)).collect();
-                let timings = timer.time(*op, *rows, shape, &fitting)?;
-                timed += 1;
-                let &(variant, seconds) = timings
-                    .iter()
-                    .min_by(|a, b| a.1.total_cmp(&b.1))
-                    .expect("at least one candidate");
-                push_choice(&mut choices, key.clone(), variant, seconds, Some(timings));
-                (variant, seconds)
-            }
-        };
-        plan.layers[*l][*op as usize] = variant;
-        push_choice(&mut choices, key, variant, seconds, None);
+        if let Some(index) = found.iter().position(|c| c.key == key) {
+            choices.push(found.swap_remove(index));
+        } else if !choices.iter().any(|c| c.key == key) {
+            let (variant, seconds) = from_cache(&key, *op, shape).expect("cached where not timed");
+            push_choice(&mut choices, key.clone(), variant, seconds, None);
+        }
+        plan.layers[*l][*op as usize] = choices.iter().find(|c| c.key == key).expect("chosen").variant;
     }
     // The file as it is now: other adapters' choices are kept, and in `cached` mode the shapes
     // another run cached while this one timed them take that run's choice, so that runs sharing
@@ -374,6 +390,9 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
     let timestamps = timer.stamps.is_some();
     file.version = version().to_string();
     cache.store(&file);
+    let mut kernels = timer.kernels;
+    // A choice adopted from the cache may name a pipeline not timed here.
+    kernels.compile_matmuls(ctx, &plan.pipelines())?;
     Ok(Tuned {
         kernels,
         plan,
@@ -385,6 +404,25 @@ pub fn tune(ctx: &GpuContext, work: &Workload, mode: TuneMode, cache: &TuneCache
             timestamps,
         },
     })
+}
+
+/// The variants of `fitting` (those that fit a matmul) that no larger matmul timed before it
+/// (`larger`) found more than [`OUTPACED`] times slower than another of `fitting`; all of
+/// `fitting` if that leaves none.
+fn not_outpaced(fitting: &[MatmulVariant], larger: &[Choice]) -> Vec<MatmulVariant> {
+    let outpaced = |variant: &MatmulVariant| {
+        larger.iter().filter_map(|c| c.timings.as_ref()).any(|timings| {
+            let seconds = |v: &MatmulVariant| timings.iter().find(|(t, _)| t == v).map(|(_, s)| *s);
+            let best = fitting.iter().filter_map(seconds).fold(f64::INFINITY, f64::min);
+            seconds(variant).is_some_and(|s| s > OUTPACED * best)
+        })
+    };
+    let kept: Vec<MatmulVariant> = fitting.iter().copied().filter(|v| !outpaced(v)).collect();
+    if kept.is_empty() {
+        fitting.to_vec()
+    } else {
+        kept
+    }
 }
 
 /// Replaces the choices (and the plan's variants) of the matmuls `latest` holds for `adapter`
@@ -439,7 +477,7 @@ fn push_choice(
 /// The kernels for a plan made without timing.
 pub fn planned(ctx: &GpuContext, plan: MatmulPlan, source: PlanSource) -> Result<Tuned, GpuError> {
     Ok(Tuned {
-        kernels: Kernels::with_matmul_variants(ctx, &plan.variants())?,
+        kernels: Kernels::for_plan(ctx, &plan)?,
         plan,
         report: TuneReport {
             source,
@@ -461,7 +499,8 @@ pub fn cached_choices(cache: &TuneCache) -> BTreeMap<String, BTreeMap<String, Ca
 /// matmuls with. The values are harmless (0.25): the time does not depend on them.
 struct Timer<'a> {
     ctx: &'a GpuContext,
-    kernels: &'a Kernels,
+    /// The run's kernels, with every candidate's pipeline compiled as it is first timed.
+    kernels: Kernels,
     weights: wgpu::Buffer,
     left: wgpu::Buffer,
     right: wgpu::Buffer,
@@ -553,10 +592,10 @@ impl<'a> Timer<'a> {
         ctx.check_binding_size("tuning", bytes).is_err()
     }
 
-    fn new(ctx: &'a GpuContext, kernels: &'a Kernels, work: &Workload) -> Result<Timer<'a>, GpuError> {
+    fn new(ctx: &'a GpuContext, kernels: Kernels, work: &Workload) -> Result<Timer<'a>, GpuError> {
         let (activations, largest_layer) = timer_sizes(work);
         let filled = |label: &str, len: usize| ctx.storage_with(label, &vec![0.25f32; len.max(4)], U::empty());
-        let mut timer = Timer {
+        Ok(Timer {
             ctx,
             kernels,
             weights: filled("tuning weights", largest_layer)?,
@@ -565,16 +604,19 @@ impl<'a> Timer<'a> {
             out: filled("tuning out", activations.max(largest_layer))?,
             tables: Vec::new(),
             stamps: Stamps::new(ctx)?,
-        };
-        timer.warm_up()?;
-        Ok(timer)
+        })
     }
 
-    /// Runs every compiled variant's every op once on a 1 × 4 × 4 product (a shape every
-    /// variant fits), in one submit: a driver that compiles at first use (lavapipe) compiles them
-    /// here, not inside a timing.
-    fn warm_up(&mut self) -> Result<(), GpuError> {
+    /// Compiles the pipelines of `op` for those of `candidates` not compiled yet, and runs each
+    /// new one once on a 1 × 4 × 4 product (a shape every variant fits), in one submit: a driver
+    /// that compiles at first use (lavapipe) compiles them here, not inside a timing.
+    fn compile(&mut self, op: MatmulOp, candidates: &[MatmulVariant]) -> Result<(), GpuError> {
         let ctx = self.ctx;
+        let wanted: Vec<_> = candidates.iter().map(|&variant| (variant, op)).collect();
+        let new = self.kernels.compile_matmuls(ctx, &wanted)?;
+        if new.is_empty() {
+            return Ok(());
+        }
         let one = LayerShape {
             inputs: 4,
             outputs: 4,
@@ -582,9 +624,9 @@ impl<'a> Timer<'a> {
             bias_offset: 16,
         };
         let params = params_buffer(ctx, "tuning params", &MatmulParams::new(&one, Some(Activation::Relu)))?;
+        let table = self.table(1)?;
         let matmul = &self.kernels.matmul;
         let group = matmul.bind(ctx, "tuning warm-up", &self.bindings(&params));
-        let table = self.table(1)?;
         let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("tuning warm-up"),
         });
@@ -593,10 +635,8 @@ impl<'a> Timer<'a> {
                 label: Some("tuning warm-up"),
                 timestamp_writes: None,
             });
-            for variant in matmul.variants() {
-                for op in MatmulOp::ALL {
-                    matmul.record(&mut pass, variant, op, &group, table.entry(0), 1, &one);
-                }
+            for (variant, op) in new {
+                matmul.record(&mut pass, variant, op, &group, self.tables[table].1.entry(0), 1, &one);
             }
         }
         ctx.submit(encoder.finish());
@@ -613,18 +653,16 @@ impl<'a> Timer<'a> {
         }
     }
 
-    /// A one-entry batch table of `rows` rows (an evaluation entry: no dropout), made once.
-    fn table(&mut self, rows: usize) -> Result<&BatchTable, GpuError> {
-        let index = match self.tables.iter().position(|(r, _)| *r == rows) {
-            Some(index) => index,
-            None => {
-                let entry = BatchEntry::evaluation(0, rows, 0);
-                let table = BatchTable::new(self.ctx, self.kernels, &[entry], 1, &Dropout::NONE)?;
-                self.tables.push((rows, table));
-                self.tables.len() - 1
-            }
-        };
-        Ok(&self.tables[index].1)
+    /// The index in `tables` of a one-entry batch table of `rows` rows (an evaluation entry: no
+    /// dropout), made once.
+    fn table(&mut self, rows: usize) -> Result<usize, GpuError> {
+        if let Some(index) = self.tables.iter().position(|(r, _)| *r == rows) {
+            return Ok(index);
+        }
+        let entry = BatchEntry::evaluation(0, rows, 0);
+        let table = BatchTable::new(self.ctx, &self.kernels, &[entry], 1, &Dropout::NONE)?;
+        self.tables.push((rows, table));
+        Ok(self.tables.len() - 1)
     }
 
     /// Seconds per dispatch of `op` for `rows` through a layer of `shape`, for each candidate.
@@ -642,14 +680,14 @@ impl<'a> Timer<'a> {
             weight_offset: 0,
             bias_offset: shape.inputs * shape.outputs,
         };
+        self.compile(op, candidates)?;
+        let table = self.table(rows)?;
         let activation = (op == MatmulOp::BackwardInput).then_some(Activation::Relu);
         let params = params_buffer(ctx, "tuning params", &MatmulParams::new(&shape, activation))?;
-        let kernels = self.kernels;
+        let kernels = &self.kernels;
         let group = kernels.matmul.bind(ctx, "tuning", &self.bindings(&params));
-        // Taken while the table is borrowed, put back at the end.
-        let owned_stamps = self.stamps.take();
-        let table = self.table(rows)?;
-        let stamps = owned_stamps.as_ref();
+        let table = &self.tables[table].1;
+        let stamps = self.stamps.as_ref();
         let run = |variant: MatmulVariant, repeats: u32| -> Result<f64, GpuError> {
             let mut encoder = ctx
                 .device
@@ -696,7 +734,6 @@ impl<'a> Timer<'a> {
             let seconds = run(variant, repeats)?;
             timings.push((variant, seconds));
         }
-        self.stamps = owned_stamps;
         Ok(timings)
     }
 }

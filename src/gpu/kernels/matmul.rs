@@ -403,16 +403,19 @@ impl MatmulPlan {
         self.layers[layer][op as usize]
     }
 
-    /// The distinct variants the plan uses, in [`MatmulVariant::ALL`]'s order (others last).
-    pub fn variants(&self) -> Vec<MatmulVariant> {
-        let mut used: Vec<MatmulVariant> = Vec::new();
-        for variant in self.layers.iter().flatten() {
-            if !used.contains(variant) {
-                used.push(*variant);
+    /// The distinct pipelines a training step by the plan dispatches (layer 0 has no
+    /// backward_input), in step order.
+    pub fn pipelines(&self) -> Vec<MatmulPipelineKey> {
+        let mut used: Vec<MatmulPipelineKey> = Vec::new();
+        for (layer, variants) in self.layers.iter().enumerate() {
+            for op in MatmulOp::ALL {
+                let dispatched = layer > 0 || op != MatmulOp::BackwardInput;
+                let key = (variants[op as usize], op);
+                if dispatched && !used.contains(&key) {
+                    used.push(key);
+                }
             }
         }
-        let rank = |v: &MatmulVariant| MatmulVariant::ALL.iter().position(|a| a == v).unwrap_or(usize::MAX);
-        used.sort_by_key(rank);
         used
     }
 
@@ -458,108 +461,111 @@ impl MatmulPlan {
     }
 }
 
-/// The pipelines of one variant.
-pub struct MatmulPipelines {
-    pub variant: MatmulVariant,
-    forward: wgpu::ComputePipeline,
-    backward_input: wgpu::ComputePipeline,
-    backward_weights: wgpu::ComputePipeline,
+/// A pipeline of the matmul kernels: `op` as `variant` computes it.
+pub type MatmulPipelineKey = (MatmulVariant, MatmulOp);
+
+/// Every op of every variant of `variants`, in that order.
+pub fn every_op_of(variants: &[MatmulVariant]) -> Vec<MatmulPipelineKey> {
+    variants
+        .iter()
+        .flat_map(|&variant| MatmulOp::ALL.map(|op| (variant, op)))
+        .collect()
 }
 
-impl MatmulPipelines {
-    /// Compiles `variant` for group-0 layout `layout`.
-    pub fn new(
-        ctx: &GpuContext,
-        layout: &wgpu::BindGroupLayout,
-        batch_layout: &wgpu::BindGroupLayout,
-        variant: MatmulVariant,
-    ) -> Result<MatmulPipelines, GpuError> {
-        let files: Vec<&WgslFile> = std::iter::once(&SHARED)
-            .chain(variant.sources.iter().copied())
-            .collect();
-        let bindings = variant.bindings();
-        let source = ShaderSource {
-            constants: variant.constants(),
-            bindings: &bindings,
-            files: &files,
-        };
-        let source = &source;
-        let jobs: Vec<Job<'_, _>> = MatmulOp::ALL
-            .into_iter()
-            .map(|op| Box::new(move || compile(ctx, source, op.entry_point(), layout, batch_layout)) as Job<'_, _>)
-            .collect();
-        let [forward, backward_input, backward_weights]: [_; 3] = all(jobs)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one pipeline per op"));
-        Ok(MatmulPipelines {
-            variant,
-            forward: forward?,
-            backward_input: backward_input?,
-            backward_weights: backward_weights?,
-        })
-    }
-
-    fn pipeline(&self, op: MatmulOp) -> &wgpu::ComputePipeline {
-        match op {
-            MatmulOp::Forward => &self.forward,
-            MatmulOp::BackwardInput => &self.backward_input,
-            MatmulOp::BackwardWeights => &self.backward_weights,
-        }
-    }
-
-    /// Records `op` for a batch of `rows` through a layer of `shape`, bound by `group`.
-    pub fn record(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        op: MatmulOp,
-        group: &wgpu::BindGroup,
-        batch: BatchBinding,
-        rows: usize,
-        shape: &LayerShape,
-    ) {
-        let grid = self.variant.grid(op.product(rows, shape));
-        dispatch(pass, self.pipeline(op), group, batch, grid);
-    }
+/// One compiled pipeline.
+struct MatmulPipeline {
+    key: MatmulPipelineKey,
+    pipeline: wgpu::ComputePipeline,
 }
 
-/// The matmul kernels: one group-0 layout, shared by every variant, and the pipelines of each
-/// variant compiled (those a run's plan uses, or every candidate while tuning).
+/// Compiles `op`'s entry point of `variant` for group-0 layout `layout`.
+fn compile_pipeline(
+    ctx: &GpuContext,
+    layout: &wgpu::BindGroupLayout,
+    batch_layout: &wgpu::BindGroupLayout,
+    (variant, op): MatmulPipelineKey,
+) -> Result<MatmulPipeline, GpuError> {
+    let files: Vec<&WgslFile> = std::iter::once(&SHARED)
+        .chain(variant.sources.iter().copied())
+        .collect();
+    let bindings = variant.bindings();
+    let source = ShaderSource {
+        constants: variant.constants(),
+        bindings: &bindings,
+        files: &files,
+    };
+    let pipeline = compile(ctx, &source, op.entry_point(), layout, batch_layout)?;
+    Ok(MatmulPipeline {
+        key: (variant, op),
+        pipeline,
+    })
+}
+
+/// The matmul kernels: one group-0 layout, shared by every variant, and the pipelines compiled so
+/// far, one per (variant, op): those a run's plan uses, or while tuning the candidates timed so
+/// far (a driver may take a tenth of a second or more to compile one, so none is compiled that
+/// is not run).
 pub struct Matmul {
     layout: wgpu::BindGroupLayout,
-    pipelines: Vec<MatmulPipelines>,
+    pipelines: Vec<MatmulPipeline>,
 }
 
 impl Matmul {
-    /// Compiles `variants` (at least one).
+    /// Compiles the pipelines `wanted` names.
     pub fn new(
         ctx: &GpuContext,
         batch_layout: &wgpu::BindGroupLayout,
-        variants: &[MatmulVariant],
+        wanted: &[MatmulPipelineKey],
     ) -> Result<Matmul, GpuError> {
-        assert!(!variants.is_empty(), "at least one matmul variant");
-        let layout = bind_group_layout::<MatmulBindings>(ctx, "matmul");
-        let layout_ref = &layout;
-        let jobs: Vec<Job<'_, _>> = variants
-            .iter()
-            .map(|&variant| {
-                Box::new(move || MatmulPipelines::new(ctx, layout_ref, batch_layout, variant)) as Job<'_, _>
-            })
-            .collect();
-        let pipelines = all(jobs).into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(Matmul { pipelines, layout })
+        let mut matmul = Matmul {
+            layout: bind_group_layout::<MatmulBindings>(ctx, "matmul"),
+            pipelines: Vec::new(),
+        };
+        matmul.compile(ctx, batch_layout, wanted)?;
+        Ok(matmul)
     }
 
-    /// The variants compiled, in the order given.
-    pub fn variants(&self) -> Vec<MatmulVariant> {
-        self.pipelines.iter().map(|p| p.variant).collect()
+    /// Compiles the pipelines of `wanted` not compiled yet, each on a thread of its own
+    /// (natively), and returns them.
+    pub fn compile(
+        &mut self,
+        ctx: &GpuContext,
+        batch_layout: &wgpu::BindGroupLayout,
+        wanted: &[MatmulPipelineKey],
+    ) -> Result<Vec<MatmulPipelineKey>, GpuError> {
+        let mut missing: Vec<MatmulPipelineKey> = Vec::new();
+        for &key in wanted {
+            if !self.has(key) && !missing.contains(&key) {
+                missing.push(key);
+            }
+        }
+        let layout = &self.layout;
+        let jobs: Vec<Job<'_, _>> = missing
+            .iter()
+            .map(|&key| Box::new(move || compile_pipeline(ctx, layout, batch_layout, key)) as Job<'_, _>)
+            .collect();
+        for pipeline in all(jobs) {
+            self.pipelines.push(pipeline?);
+        }
+        Ok(missing)
+    }
+
+    /// Whether the pipeline of `key` is compiled.
+    pub fn has(&self, key: MatmulPipelineKey) -> bool {
+        self.pipelines.iter().any(|p| p.key == key)
+    }
+
+    /// The pipelines compiled, in the order they were.
+    pub fn compiled(&self) -> Vec<MatmulPipelineKey> {
+        self.pipelines.iter().map(|p| p.key).collect()
     }
 
     pub fn bind(&self, ctx: &GpuContext, label: &str, bindings: &MatmulBindings) -> wgpu::BindGroup {
         bind_group(ctx, &self.layout, label, bindings)
     }
 
-    /// Records `op` computed by `variant` (one of those compiled) for a batch of `rows` through
-    /// a layer of `shape`, bound by `group`.
+    /// Records `op` computed by `variant` (compiled for it) for a batch of `rows` through a
+    /// layer of `shape`, bound by `group`.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
@@ -571,12 +577,19 @@ impl Matmul {
         rows: usize,
         shape: &LayerShape,
     ) {
-        let pipelines = self
+        let pipeline = self
             .pipelines
             .iter()
-            .find(|p| p.variant == variant)
-            .unwrap_or_else(|| panic!("matmul variant {} was not compiled", variant.name));
-        pipelines.record(pass, op, group, batch, rows, shape);
+            .find(|p| p.key == (variant, op))
+            .unwrap_or_else(|| {
+                panic!(
+                    "matmul variant {} was not compiled for {}",
+                    variant.name,
+                    op.entry_point()
+                )
+            });
+        let grid = variant.grid(op.product(rows, shape));
+        dispatch(pass, &pipeline.pipeline, group, batch, grid);
     }
 }
 
@@ -664,7 +677,18 @@ mod tests {
             ],
         };
         assert_eq!(MatmulPlan::from_names(&plan.names()), Some(plan.clone()));
-        assert_eq!(plan.variants(), MatmulVariant::ALL[..3].to_vec());
+        // Layer 0 has no backward_input: tiled32 is named there, never compiled.
+        use MatmulOp::*;
+        assert_eq!(
+            plan.pipelines(),
+            [
+                (MatmulVariant::DIRECT, Forward),
+                (MatmulVariant::TILED_64, BackwardWeights),
+                (MatmulVariant::TILED_64, Forward),
+                (MatmulVariant::DIRECT, BackwardInput),
+                (MatmulVariant::DIRECT, BackwardWeights),
+            ]
+        );
         assert_eq!(
             plan.describe(),
             "layer 0: forward direct, backward_weights tiled64; \

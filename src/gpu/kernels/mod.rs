@@ -81,7 +81,7 @@ pub mod update;
 
 use adam_update::AdamUpdate;
 use gather::Gather;
-use matmul::{Matmul, MatmulVariant};
+use matmul::{Matmul, MatmulPipelineKey, MatmulPlan, MatmulVariant};
 use momentum_update::MomentumUpdate;
 use output_loss::OutputLoss;
 use rmsprop_update::RmspropUpdate;
@@ -643,15 +643,25 @@ impl Kernels {
         Kernels::with_matmul_variants(ctx, &[variant])
     }
 
-    /// [`Kernels::new`] with the pipelines of every variant of `variants` (at least one), for a
-    /// plan that mixes them or for tuning.
-    /// The matmul pipelines compile on threads of their own beside the rest (natively): a
-    /// driver that compiles at creation (Mesa 25's lavapipe, most hardware drivers) then uses
-    /// every core.
+    /// [`Kernels::new`] with every op of every variant of `variants` (at least one).
     pub fn with_matmul_variants(ctx: &GpuContext, variants: &[MatmulVariant]) -> Result<Kernels, GpuError> {
+        assert!(!variants.is_empty(), "at least one matmul variant");
+        Kernels::with_matmul_pipelines(ctx, &matmul::every_op_of(variants))
+    }
+
+    /// [`Kernels::new`] with the matmul pipelines a training step by `plan` dispatches.
+    pub fn for_plan(ctx: &GpuContext, plan: &MatmulPlan) -> Result<Kernels, GpuError> {
+        Kernels::with_matmul_pipelines(ctx, &plan.pipelines())
+    }
+
+    /// The kernels with the matmul pipelines of `wanted` (more can be added with
+    /// [`Kernels::compile_matmuls`]).
+    /// The matmul pipelines compile on threads of their own beside the rest (natively): a
+    /// driver that compiles at creation (most hardware drivers) then uses every core.
+    pub fn with_matmul_pipelines(ctx: &GpuContext, wanted: &[MatmulPipelineKey]) -> Result<Kernels, GpuError> {
         let batch_layout = batch_layout(ctx);
         let (matmul, gather) = both(
-            || Matmul::new(ctx, &batch_layout, variants),
+            || Matmul::new(ctx, &batch_layout, wanted),
             || Gather::new(ctx, &batch_layout),
         );
         Ok(Kernels {
@@ -665,6 +675,15 @@ impl Kernels {
             adamw_update: AdamUpdate::new(ctx, &batch_layout, "adamw_update")?,
             batch_layout,
         })
+    }
+
+    /// Compiles the matmul pipelines of `wanted` not compiled yet, and returns them.
+    pub fn compile_matmuls(
+        &mut self,
+        ctx: &GpuContext,
+        wanted: &[MatmulPipelineKey],
+    ) -> Result<Vec<MatmulPipelineKey>, GpuError> {
+        self.matmul.compile(ctx, &self.batch_layout, wanted)
     }
 }
 

@@ -8,32 +8,33 @@
 // parameters (read_write), gradients, first_moment (m, read_write), second_moment (v,
 // read_write), params. See update.wgsl.
 
-fn adam_step(i: u32) {
+// Vec4 q's 4 parameters.
+fn adam_step(q: u32) {
     let step = this_step();
-    let theta = parameters[i];
-    let g = gradient_with_l2(i);
-    let decay = select(0.0, params.weight_decay * theta, i < params.weight_count);
-    let m = params.beta1 * first_moment[i] + (1.0 - params.beta1) * g;
-    let v = params.beta2 * second_moment[i] + (1.0 - params.beta2) * g * g;
-    first_moment[i] = m;
-    second_moment[i] = v;
-    parameters[i] = theta - step.lr * ((m / step.bias1) / (sqrt(v / step.bias2) + params.eps) + decay);
+    let theta = parameters[q];
+    let g = gradient_with_l2(q);
+    let decay = select(vec4<f32>(), params.weight_decay * theta, weights_at(q));
+    let m = params.beta1 * first_moment[q] + (1.0 - params.beta1) * g;
+    let v = params.beta2 * second_moment[q] + (1.0 - params.beta2) * g * g;
+    first_moment[q] = m;
+    second_moment[q] = v;
+    parameters[q] = theta - step.lr * ((m / step.bias1) / (sqrt(v / step.bias2) + params.eps) + decay);
 }
 
 @compute @workgroup_size(LINEAR_WORKGROUP)
 fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if i >= params.total {
+    let q = linear_index(gid, groups);
+    if q >= vector_count() {
         return;
     }
-    adam_step(i);
+    adam_step(q);
 }
 
 @compute @workgroup_size(LINEAR_WORKGROUP)
 fn adamw_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if i >= params.total {
+    let q = linear_index(gid, groups);
+    if q >= vector_count() {
         return;
     }
-    adam_step(i);
+    adam_step(q);
 }

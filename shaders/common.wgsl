@@ -116,12 +116,35 @@ fn drops_units(layer: u32) -> bool {
     return batch.training != 0u && layer_dropout(layer).drops != 0u;
 }
 
-// Mask::factor of unit (row, unit) of dropout layer `layer` in this training batch: 1/(1−p)
-// when kept, 0 when dropped. Only where drops_units(layer).
-fn dropout_factor(layer: u32, row: u32, units: u32, unit: u32) -> f32 {
+// Dropout layer `layer`'s mask in this batch, for a kernel that applies it to many units: read
+// once per invocation (`dropout_here`), not at each unit.
+struct DropoutHere {
+    // Whether the batch drops units of the layer (drops_units); the rest only then.
+    drops: bool,
+    // This step's key for the layer, the threshold, the kept units' factor and keep
+    // probability (`LayerDropout`).
+    key: u32,
+    threshold: u32,
+    scale: f32,
+    keep: f32,
+}
+
+fn no_dropout() -> DropoutHere {
+    return DropoutHere(false, 0u, 0u, 1.0, 1.0);
+}
+
+fn dropout_here(layer: u32) -> DropoutHere {
+    if !drops_units(layer) {
+        return no_dropout();
+    }
     let d = layer_dropout(layer);
-    let key = dropout_key(this_step().step, layer);
-    return select(0.0, d.scale, dropout_keeps(key, d.threshold, row, units, unit));
+    return DropoutHere(true, dropout_key(this_step().step, layer), d.threshold, d.scale, d.keep);
+}
+
+// Mask::factor of unit (row, unit) of a layer of `units` units: 1/(1−p) when kept, 0 when
+// dropped. Only where d.drops.
+fn dropout_factor(d: DropoutHere, row: u32, units: u32, unit: u32) -> f32 {
+    return select(0.0, d.scale, dropout_keeps(d.key, d.threshold, row, units, unit));
 }
 
 // One byte of a u8 array stored packed, four to a u32 (little-endian).

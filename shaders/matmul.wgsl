@@ -86,32 +86,17 @@ fn derivative(a: f32, code: u32) -> f32 {
 struct Epilogue {
     rows: u32,
     activation: u32,
-    // Whether this batch drops units of the layer (`drops_units`); then its mask's key for this
-    // step, threshold, kept units' factor and keep probability (`LayerDropout`).
-    drops: bool,
-    key: u32,
-    threshold: u32,
-    scale: f32,
-    keep: f32,
+    // The mask of params.dropout_layer (none for 0, which is gather's).
+    dropout: DropoutHere,
 }
 
 fn epilogue() -> Epilogue {
     let layer = params.dropout_layer;
-    var e = Epilogue(batch.rows, params.activation, false, 0u, 0u, 1.0, 1.0);
-    if layer != 0u && drops_units(layer) {
-        let d = layer_dropout(layer);
-        e.drops = true;
-        e.key = dropout_key(this_step().step, layer);
-        e.threshold = d.threshold;
-        e.scale = d.scale;
-        e.keep = d.keep;
+    var dropout = no_dropout();
+    if layer != 0u {
+        dropout = dropout_here(layer);
     }
-    return e;
-}
-
-// dropout_factor for element (r, c) of a layer of `units` units, where e.drops.
-fn epilogue_factor(e: Epilogue, r: u32, units: u32, c: u32) -> f32 {
-    return select(0.0, e.scale, dropout_keeps(e.key, e.threshold, r, units, c));
+    return Epilogue(batch.rows, params.activation, dropout);
 }
 
 // matmul_forward: out[r, c] = f(sum + b[c]), out: rows × outputs; then, in a training batch of a
@@ -121,8 +106,8 @@ fn store_forward(e: Epilogue, r: u32, c: u32, sum: f32) {
     if r < e.rows && c < n {
         let z = sum + weight_value(params.bias_offset + c);
         var a = activate(z, e.activation);
-        if e.drops {
-            a *= epilogue_factor(e, r, n, c);
+        if e.dropout.drops {
+            a *= dropout_factor(e.dropout, r, n, c);
         }
         out[r * n + c] = a;
     }
@@ -136,9 +121,9 @@ fn store_backward_input(e: Epilogue, r: u32, c: u32, sum: f32) {
     let n = params.inputs;
     if r < e.rows && c < n {
         let a = right_value(r * n + c);
-        if e.drops {
-            let factor = epilogue_factor(e, r, n, c);
-            let kept = sum * derivative(a * e.keep, e.activation) * factor;
+        if e.dropout.drops {
+            let factor = dropout_factor(e.dropout, r, n, c);
+            let kept = sum * derivative(a * e.dropout.keep, e.activation) * factor;
             out[r * n + c] = select(0.0, kept, factor != 0.0);
         } else {
             out[r * n + c] = sum * derivative(a, e.activation);

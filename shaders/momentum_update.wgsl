@@ -6,12 +6,12 @@
 
 @compute @workgroup_size(LINEAR_WORKGROUP)
 fn momentum_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if i >= params.total {
+    let q = linear_index(gid, groups);
+    if q >= vector_count() {
         return;
     }
-    let g = gradient_with_l2(i);
-    let v = params.beta1 * velocity[i] + (1.0 - params.beta1) * g;
-    velocity[i] = v;
-    parameters[i] -= this_step().lr * v;
+    let g = gradient_with_l2(q);
+    let v = params.beta1 * velocity[q] + (1.0 - params.beta1) * g;
+    velocity[q] = v;
+    parameters[q] -= this_step().lr * v;
 }

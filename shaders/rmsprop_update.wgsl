@@ -5,12 +5,12 @@
 
 @compute @workgroup_size(LINEAR_WORKGROUP)
 fn rmsprop_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if i >= params.total {
+    let q = linear_index(gid, groups);
+    if q >= vector_count() {
         return;
     }
-    let g = gradient_with_l2(i);
-    let s = params.beta2 * square_average[i] + (1.0 - params.beta2) * g * g;
-    square_average[i] = s;
-    parameters[i] -= this_step().lr * g / (sqrt(s) + params.eps);
+    let g = gradient_with_l2(q);
+    let s = params.beta2 * square_average[q] + (1.0 - params.beta2) * g * g;
+    square_average[q] = s;
+    parameters[q] -= this_step().lr * g / (sqrt(s) + params.eps);
 }

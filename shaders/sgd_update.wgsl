@@ -6,10 +6,10 @@
 
 @compute @workgroup_size(LINEAR_WORKGROUP)
 fn sgd_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = linear_index(gid, groups);
-    if i >= params.total {
+    let q = linear_index(gid, groups);
+    if q >= vector_count() {
         return;
     }
-    let g = gradient_with_l2(i);
-    parameters[i] -= this_step().lr * g;
+    let g = gradient_with_l2(q);
+    parameters[q] -= this_step().lr * g;
 }

@@ -13,7 +13,9 @@ use common::{activations, bits, check, losses, outputs, poisoned, random_dataset
 use gpu_mlp::cpu::ops;
 use gpu_mlp::data::Standardization;
 use gpu_mlp::dropout::Dropout;
+use gpu_mlp::gpu::context::GpuContext;
 use gpu_mlp::gpu::kernels::matmul::{MatmulOp, MatmulVariant};
+use gpu_mlp::gpu::kernels::LINEAR_WORKGROUP;
 use gpu_mlp::gpu::oneshot::{KernelRunner, MaskAt, Updated};
 use gpu_mlp::network::{Activation, LayerShape, Loss, Output};
 use gpu_mlp::optim::{Optimizer, OptimizerKind, UpdateConstants};
@@ -491,33 +493,39 @@ fn sgd_update_matches_cpu() {
     }
 }
 
-/// Outputs of more than 65535 workgroups of 256 (the per-dimension limit here) are dispatched as
-/// a 2-D grid and the kernels rebuild the linear index: the path a full-batch gather over all of
-/// MNIST takes. One element past the first row of workgroups and the very last must be right.
+/// Outputs of more workgroups than a dimension takes are dispatched as a 2-D grid and the kernels
+/// rebuild the linear index: the path a full-batch gather over all of MNIST takes. On a device
+/// opened with 256 workgroups per dimension (so that the buffers stay small), one element past
+/// the first row of workgroups and the very last must be right, for the update (4 parameters an
+/// invocation) and for gather four features an invocation (784) and one (13).
 #[test]
 fn linear_kernels_cover_a_two_dimensional_grid() {
-    let runner = runner();
-    let per_dimension = runner.ctx.limits.max_compute_workgroups_per_dimension as usize;
-    let len = per_dimension * 256 + 300;
+    const PER_DIMENSION: u32 = 256;
+    let ctx = GpuContext::with_limits(|limits| limits.max_compute_workgroups_per_dimension = PER_DIMENSION)
+        .expect("a GPU adapter (lavapipe will do)");
+    let runner = KernelRunner::with_context(ctx, MatmulVariant::DEFAULT).expect("the kernels compile");
+    // Invocations past PER_DIMENSION workgroups of the widest linear workgroup, at 4 per invocation.
+    let len = (PER_DIMENSION * LINEAR_WORKGROUP) as usize * 4 + 300;
     let mut rng = rng(8);
     let params = signed_vec(&mut rng, len, MARGIN, 1.0);
     let grads = signed_vec(&mut rng, len, MARGIN, 1.0);
-    let weight_count = len - 1000;
+    let weight_count = len - 1001;
     let mut cpu = params.clone();
     ops::sgd_update(&mut cpu, &grads, 0.1, 0.5, weight_count, 0);
     let gpu = runner.sgd_update(&params, &grads, 0.1, 0.5, weight_count).unwrap();
     let max = check_default(&format!("sgd_update len {len}"), &gpu, &cpu);
     println!("sgd_update over {len} parameters (2-D grid): max error {max:e}");
 
-    let features = 784;
-    let examples = len.div_ceil(features);
-    let images: Vec<u8> = (0..examples * features).map(|_| rng.random_range(0..=255u8)).collect();
-    let labels = vec![0u8; examples];
-    let index: Vec<u32> = (0..examples as u32).rev().collect();
-    let gpu = runner.gather_batch(&images, features, &index).unwrap();
-    let mut cpu = poisoned(examples * features);
-    ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
-    check_default(&format!("gather_batch {examples} × {features} (2-D grid)"), &gpu, &cpu);
+    for features in [784, 13] {
+        let examples = len.div_ceil(features);
+        let images: Vec<u8> = (0..examples * features).map(|_| rng.random_range(0..=255u8)).collect();
+        let labels = vec![0u8; examples];
+        let index: Vec<u32> = (0..examples as u32).rev().collect();
+        let gpu = runner.gather_batch(&images, features, &index).unwrap();
+        let mut cpu = poisoned(examples * features);
+        ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
+        check_default(&format!("gather_batch {examples} × {features} (2-D grid)"), &gpu, &cpu);
+    }
 }
 
 // --- The optimisers' updates -------------------------------------------------------------------
@@ -712,39 +720,44 @@ fn the_gpus_dropout_masks_are_the_cpus_bit_for_bit() {
 
 /// `gather_batch` with standardised inputs and input dropout against `cpu::ops::gather_batch` with
 /// the same statistics, then `cpu::ops::dropout_forward`: real statistics of a random set, one
-/// pixel constant (its deviation floored: 1/σ = 10), dropout from none to heavy.
+/// pixel constant (its deviation floored: 1/σ = 10), dropout from none to heavy; 784 features
+/// (gathered four to an invocation) and 13 (one).
 #[test]
 fn gather_batch_with_standardisation_and_input_dropout_matches_cpu() {
     let runner = runner();
     let mut rng = rng(11);
-    let features = 784;
-    let mut data = random_dataset(&mut rng, 40, features, 10);
-    for image in data.images.chunks_exact_mut(features) {
-        image[5] = 17;
-    }
-    let statistics = Standardization::of(&data);
-    assert_eq!(statistics.inv_std[5], 10.0);
-    let index: Vec<u32> = vec![39, 0, 7, 7, 12, 38, 1, 20, 3, 3, 30];
-    for p in [0.0f32, 0.25, 0.8] {
-        for standardize in [Some(&statistics), None] {
-            let dropout = Dropout {
-                hidden: 0.0,
-                input: p,
-                seed: 21,
-            };
-            let step = 9;
-            let gpu = runner
-                .gather_batch_with(&data.images, features, &index, standardize, Some((dropout, step)))
-                .unwrap();
-            let mut cpu = poisoned(index.len() * features);
-            let mut labels = vec![0u8; index.len()];
-            ops::gather_batch(&mut cpu, &mut labels, &data.images, &data.labels, &index, standardize);
-            if let Some(mask) = dropout.mask(0, step) {
-                ops::dropout_forward(&mut cpu, features, 0, &mask);
+    for features in [784, 13] {
+        let mut data = random_dataset(&mut rng, 40, features, 10);
+        for image in data.images.chunks_exact_mut(features) {
+            image[5] = 17;
+        }
+        let statistics = Standardization::of(&data);
+        assert_eq!(statistics.inv_std[5], 10.0);
+        let index: Vec<u32> = vec![39, 0, 7, 7, 12, 38, 1, 20, 3, 3, 30];
+        for p in [0.0f32, 0.25, 0.8] {
+            for standardize in [Some(&statistics), None] {
+                let dropout = Dropout {
+                    hidden: 0.0,
+                    input: p,
+                    seed: 21,
+                };
+                let step = 9;
+                let gpu = runner
+                    .gather_batch_with(&data.images, features, &index, standardize, Some((dropout, step)))
+                    .unwrap();
+                let mut cpu = poisoned(index.len() * features);
+                let mut labels = vec![0u8; index.len()];
+                ops::gather_batch(&mut cpu, &mut labels, &data.images, &data.labels, &index, standardize);
+                if let Some(mask) = dropout.mask(0, step) {
+                    ops::dropout_forward(&mut cpu, features, 0, &mask);
+                }
+                let what = format!(
+                    "gather_batch {features} features, standardised {} input dropout {p}",
+                    standardize.is_some()
+                );
+                let max = check_default(&what, &gpu, &cpu);
+                println!("{what}: max error {max:e}");
             }
-            let what = format!("gather_batch standardised {} input dropout {p}", standardize.is_some());
-            let max = check_default(&what, &gpu, &cpu);
-            println!("{what}: max error {max:e}");
         }
     }
 }

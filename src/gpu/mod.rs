@@ -25,7 +25,7 @@ use context::{GpuContext, SyncCounts};
 use kernels::gather::{GatherBindings, GatherParams};
 use kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams, MatmulPlan, MatmulVariant};
 use kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
-use kernels::update::{UpdateBuffers, UpdateParams};
+use kernels::update::{self, UpdateBuffers, UpdateParams};
 use kernels::{params_buffer, BatchBinding, BatchEntry, BatchTable, Kernels};
 use wgpu::BufferUsages as U;
 
@@ -294,10 +294,16 @@ struct ParameterBuffers {
 }
 
 impl ParameterBuffers {
+    /// `initial`, and zero gradients, each padded with zeros to a whole number of vec4s for the
+    /// update kernels ([`update::padded_len`]).
     fn new(ctx: &GpuContext, initial: &[f32]) -> Result<ParameterBuffers, GpuError> {
         Ok(ParameterBuffers {
-            parameters: ctx.storage_with("parameters", initial, U::COPY_SRC)?,
-            gradients: ctx.storage_with("gradients", &vec![0.0f32; initial.len()], U::COPY_SRC)?,
+            parameters: ctx.storage_with("parameters", &update::padded(initial), U::COPY_SRC)?,
+            gradients: ctx.storage_with(
+                "gradients",
+                &vec![0.0f32; update::padded_len(initial.len())],
+                U::COPY_SRC,
+            )?,
         })
     }
 }
@@ -441,7 +447,7 @@ impl UpdateStep {
         work: &Workload,
     ) -> Result<UpdateStep, GpuError> {
         let optimizer = work.optimizer;
-        let zeros = vec![0.0f32; layout.total];
+        let zeros = vec![0.0f32; update::padded_len(layout.total)];
         let state = optimizer
             .state_names()
             .iter()
@@ -713,7 +719,8 @@ impl GpuBackend {
         let mut buffers = Vec::with_capacity(names.len());
         for (name, buffer) in names.iter().zip(&self.update.state) {
             let what = format!("reading the optimiser's {name}");
-            let values = self.ctx.read_async(buffer, &what).await?;
+            let mut values: Vec<f32> = self.ctx.read_async(buffer, &what).await?;
+            values.truncate(self.layout.total);
             buffers.push((name.to_string(), values));
         }
         Ok(OptimizerState {
@@ -725,10 +732,12 @@ impl GpuBackend {
 
     /// `Backend::parameters`, without blocking.
     pub async fn parameters_async(&mut self) -> Result<Vec<f32>> {
-        Ok(self
+        let mut values: Vec<f32> = self
             .ctx
             .read_async(&self.parameters.parameters, "reading the parameters back")
-            .await?)
+            .await?;
+        values.truncate(self.layout.total);
+        Ok(values)
     }
 }
 

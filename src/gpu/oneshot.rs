@@ -11,7 +11,7 @@ use super::context::GpuContext;
 use super::kernels::gather::{GatherBindings, GatherParams};
 use super::kernels::matmul::{MatmulBindings, MatmulOp, MatmulParams, MatmulVariant};
 use super::kernels::output_loss::{OutputLossBindings, OutputLossParams, METRICS_PER_BATCH};
-use super::kernels::update::{UpdateBuffers, UpdateParams};
+use super::kernels::update::{self, UpdateBuffers, UpdateParams};
 use super::kernels::{params_buffer, BatchBinding, BatchEntry, BatchTable, Kernels};
 use crate::data::Standardization;
 use crate::dropout::Dropout;
@@ -26,9 +26,9 @@ use wgpu::BufferUsages as U;
 /// of 4, as a vec4 variant needs ([`MatmulVariant::fits`]).
 const WEIGHT_PREFIX: usize = 4;
 
-/// NaN floats after the end of each buffer an update works on in place: a kernel that writes
-/// past the parameters changes them.
-const GUARD: usize = 3;
+/// NaN floats after the padding of each buffer an update works on in place: one whole vec4, so
+/// that a kernel that writes a vector past the parameters changes them.
+const GUARD: usize = 4;
 
 /// A dropout mask as a training step applies it: dropout layer `layer` (0: the input, l ≥ 1:
 /// hidden layer l's output) of `dropout`, at step `step`.
@@ -162,21 +162,30 @@ impl KernelRunner {
         self.ctx.buffer("unused", 16, U::STORAGE)
     }
 
-    /// A buffer the kernel updates in place: `values`, then [`GUARD`] NaNs.
+    /// A buffer an update kernel updates in place: `values` padded with zeros as the backend
+    /// pads them ([`update::padded_len`]), then [`GUARD`] NaNs.
     fn in_place(&self, label: &str, values: &[f32]) -> Result<wgpu::Buffer, GpuError> {
-        let mut padded = values.to_vec();
+        let mut padded = update::padded(values);
         padded.extend([f32::NAN; GUARD]);
         self.storage(label, &padded)
     }
 
     /// Reads back an [`in_place`](KernelRunner::in_place) buffer of `len` values; an error if
-    /// `kernel` wrote over its guard.
+    /// `kernel` left the padding anything but zeros or wrote over the guard.
     fn read_in_place(&self, kernel: &str, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
         let mut values: Vec<f32> = self.ctx.read(buffer, &format!("reading what {kernel} updated"))?;
-        if values[len..].iter().any(|v| !v.is_nan()) {
+        let padded = update::padded_len(len);
+        let fault = if values[len..padded].iter().any(|v| v.to_bits() != 0) {
+            Some(format!("it left the padding after its {len} values non-zero"))
+        } else if values[padded..].iter().any(|v| !v.is_nan()) {
+            Some(format!("it wrote past the end of its {len} values and their padding"))
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
             return Err(GpuError::Device {
                 context: format!("running {kernel}"),
-                message: format!("it wrote past the end of its {len} values: {:?}", &values[len..]),
+                message: format!("{fault}: {:?}", &values[len..]),
             });
         }
         values.truncate(len);
@@ -555,7 +564,7 @@ impl KernelRunner {
         let names = Optimizer::new(kind).state_names();
         assert_eq!(state.len(), names.len(), "{kind} keeps {names:?}");
         let parameters = self.in_place("parameters", params)?;
-        let gradients = self.storage("gradients", grads)?;
+        let gradients = self.storage("gradients", &update::padded(grads))?;
         let state_buffers = names
             .iter()
             .zip(state)

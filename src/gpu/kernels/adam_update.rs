@@ -15,12 +15,12 @@ kernel_bindings! {
     /// Group 0 of `adam_update` and `adamw_update`.
     pub struct AdamUpdateBindings {
         /// θ, updated in place.
-        parameters: ReadWrite "array<f32>",
+        parameters: ReadWrite "array<vec4<f32>>",
         /// ∂θ.
-        gradients: Read "array<f32>",
+        gradients: Read "array<vec4<f32>>",
         /// m and v, the parameters' layout, updated in place.
-        first_moment: ReadWrite "array<f32>",
-        second_moment: ReadWrite "array<f32>",
+        first_moment: ReadWrite "array<vec4<f32>>",
+        second_moment: ReadWrite "array<vec4<f32>>",
         params: Read "UpdateParams",
     }
 }

@@ -2,15 +2,26 @@
 //! split's packed u8 images, in the split's example order, scaled to [0, 1], standardised with
 //! the training set's statistics when the run asks for it, and in a training batch dropped by
 //! the input's dropout mask (`cpu::ops::dropout_forward`).
+//!
+//! Two forms of one kernel: one element of X per invocation (`shaders/gather_f32.wgsl`, any
+//! width) and, where the width is a multiple of 4 (MNIST's 784), four (`gather_vec4.wgsl`: X
+//! and the statistics declared as vec4 arrays), which moves a quarter of the loads and stores.
 
 use super::{
-    bind_group, bind_group_layout, compile, dispatch, linear_grid, BatchBinding, KernelBindings, ShaderSource, WgslFile,
+    bind_group, bind_group_layout, compile, dispatch, linear_grid, BatchBinding, Binding, KernelBindings, ShaderSource,
+    WgslFile,
 };
 use crate::error::GpuError;
 use crate::gpu::context::GpuContext;
 use bytemuck::{Pod, Zeroable};
 
-const SOURCE: WgslFile = wgsl_file!("gather.wgsl");
+/// What both forms share, then each form's entry point.
+const SHARED: WgslFile = wgsl_file!("gather.wgsl");
+const F32: WgslFile = wgsl_file!("gather_f32.wgsl");
+const VEC4: WgslFile = wgsl_file!("gather_vec4.wgsl");
+
+/// Features the vec4 form gathers per invocation.
+pub const VEC4_WIDTH: usize = 4;
 
 /// `GatherParams` in `shaders/gather.wgsl`.
 #[repr(C)]
@@ -48,23 +59,40 @@ kernel_bindings! {
     }
 }
 
-/// The `gather_batch` pipeline.
+/// The `gather_batch` pipelines: one element per invocation, and four where the width allows.
 pub struct Gather {
     layout: wgpu::BindGroupLayout,
-    pipeline: wgpu::ComputePipeline,
+    one: wgpu::ComputePipeline,
+    four: wgpu::ComputePipeline,
     max_groups: u32,
 }
 
 impl Gather {
     pub fn new(ctx: &GpuContext, batch_layout: &wgpu::BindGroupLayout) -> Result<Gather, GpuError> {
         let layout = bind_group_layout::<GatherBindings>(ctx, "gather_batch");
-        let source = ShaderSource {
+        let one = ShaderSource {
             constants: Vec::new(),
             bindings: GatherBindings::BINDINGS,
-            files: &[&SOURCE],
+            files: &[&SHARED, &F32],
+        };
+        let vec4_bindings: Vec<Binding> = GatherBindings::BINDINGS
+            .iter()
+            .map(|binding| match binding.name {
+                "x" | "statistics" => Binding {
+                    wgsl_type: "array<vec4<f32>>",
+                    ..*binding
+                },
+                _ => *binding,
+            })
+            .collect();
+        let four = ShaderSource {
+            constants: Vec::new(),
+            bindings: &vec4_bindings,
+            files: &[&SHARED, &VEC4],
         };
         Ok(Gather {
-            pipeline: compile(ctx, &source, "gather_batch", &layout, batch_layout)?,
+            one: compile(ctx, &one, "gather_batch", &layout, batch_layout)?,
+            four: compile(ctx, &four, "gather_batch", &layout, batch_layout)?,
             layout,
             max_groups: ctx.limits.max_compute_workgroups_per_dimension,
         })
@@ -74,9 +102,15 @@ impl Gather {
         bind_group(ctx, &self.layout, label, bindings)
     }
 
-    /// One invocation per element of X (`rows × features`).
+    /// Whether rows of `features` are gathered four features to an invocation.
+    pub fn by_fours(features: usize) -> bool {
+        features % VEC4_WIDTH == 0
+    }
+
+    /// One invocation per element of X (`rows × features`), or per four.
     pub fn grid(&self, rows: usize, features: usize) -> (u32, u32) {
-        linear_grid((rows * features) as u64, self.max_groups)
+        let per_invocation = if Gather::by_fours(features) { VEC4_WIDTH } else { 1 };
+        linear_grid((rows * features / per_invocation) as u64, self.max_groups)
     }
 
     /// Gathers the `rows` rows of the batch at `batch`.
@@ -88,6 +122,11 @@ impl Gather {
         rows: usize,
         features: usize,
     ) {
-        dispatch(pass, &self.pipeline, group, batch, self.grid(rows, features));
+        let pipeline = if Gather::by_fours(features) {
+            &self.four
+        } else {
+            &self.one
+        };
+        dispatch(pass, pipeline, group, batch, self.grid(rows, features));
     }
 }

@@ -12,11 +12,11 @@ kernel_bindings! {
     /// Group 0 of `momentum_update`.
     pub struct MomentumUpdateBindings {
         /// θ, updated in place.
-        parameters: ReadWrite "array<f32>",
+        parameters: ReadWrite "array<vec4<f32>>",
         /// ∂θ.
-        gradients: Read "array<f32>",
+        gradients: Read "array<vec4<f32>>",
         /// v, the parameters' layout, updated in place.
-        velocity: ReadWrite "array<f32>",
+        velocity: ReadWrite "array<vec4<f32>>",
         params: Read "UpdateParams",
     }
 }

@@ -12,11 +12,11 @@ kernel_bindings! {
     /// Group 0 of `rmsprop_update`.
     pub struct RmspropUpdateBindings {
         /// θ, updated in place.
-        parameters: ReadWrite "array<f32>",
+        parameters: ReadWrite "array<vec4<f32>>",
         /// ∂θ.
-        gradients: Read "array<f32>",
+        gradients: Read "array<vec4<f32>>",
         /// s, the parameters' layout, updated in place.
-        square_average: ReadWrite "array<f32>",
+        square_average: ReadWrite "array<vec4<f32>>",
         params: Read "UpdateParams",
     }
 }

@@ -12,9 +12,9 @@ kernel_bindings! {
     /// Group 0 of `sgd_update`.
     pub struct SgdUpdateBindings {
         /// θ: the flat parameter buffer, updated in place.
-        parameters: ReadWrite "array<f32>",
+        parameters: ReadWrite "array<vec4<f32>>",
         /// ∂θ, in the same layout.
-        gradients: Read "array<f32>",
+        gradients: Read "array<vec4<f32>>",
         params: Read "UpdateParams",
     }
 }

@@ -4,7 +4,9 @@
 //! [`super::momentum_update`], [`super::rmsprop_update`], [`super::adam_update`]) names its
 //! bindings: θ, ∂θ and its state buffers, each flat in the parameters' layout.
 //!
-//! One dispatch updates every parameter. The run's constants are in `UpdateParams`; the step's
+//! One dispatch updates every parameter, 4 to an invocation: the kernels declare their buffers as
+//! arrays of vec4<f32>, so the buffers hold [`padded_len`] floats, zeros past the parameters
+//! (every rule keeps them at 0). The run's constants are in `UpdateParams`; the step's
 //! (lr, Adam's bias corrections) are read from the batch's row of the step table, so a schedule
 //! changes them at every step with no host round trip.
 
@@ -16,6 +18,22 @@ use crate::error::GpuError;
 use crate::gpu::context::GpuContext;
 use crate::optim::{OptimizerKind, UpdateConstants};
 use bytemuck::{Pod, Zeroable};
+
+/// Parameters each invocation updates: one vec4.
+pub const PER_INVOCATION: usize = 4;
+
+/// Floats in a buffer the update kernels bind for `total` parameters: `total` rounded up to a
+/// whole number of vec4s.
+pub fn padded_len(total: usize) -> usize {
+    total.div_ceil(PER_INVOCATION) * PER_INVOCATION
+}
+
+/// `values` with zeros up to [`padded_len`].
+pub fn padded(values: &[f32]) -> Vec<f32> {
+    let mut padded = values.to_vec();
+    padded.resize(padded_len(values.len()), 0.0);
+    padded
+}
 
 /// Compiled before each rule's own file.
 pub(super) const SHARED: WgslFile = wgsl_file!("update.wgsl");
@@ -84,9 +102,9 @@ impl UpdatePipeline {
         bind_group(ctx, &self.layout, label, bindings)
     }
 
-    /// One invocation per parameter.
+    /// One invocation per vec4 of `total` parameters.
     pub fn grid(&self, total: usize) -> (u32, u32) {
-        linear_grid(total as u64, self.max_groups)
+        linear_grid(total.div_ceil(PER_INVOCATION) as u64, self.max_groups)
     }
 
     /// Updates all `total` parameters with the step of the batch at `batch`.

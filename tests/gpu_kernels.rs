@@ -203,15 +203,20 @@ fn gather_batch_matches_cpu() {
             "features {features}: {got} vs {last}"
         );
     }
-    // Batches larger than one workgroup, from a bigger set: every example once, reversed.
-    let (examples, features) = (300, 7);
+    // Batches larger than one workgroup, from a bigger set.
+    gather_every_example_reversed(&runner, &mut rng, 300, 7);
+}
+
+/// `gather_batch` of a random set of `examples` images of `features` pixels, every example once
+/// in reverse order, against `cpu::ops::gather_batch`.
+fn gather_every_example_reversed(runner: &KernelRunner, rng: &mut ChaCha8Rng, examples: usize, features: usize) {
     let images: Vec<u8> = (0..examples * features).map(|_| rng.random_range(0..=255u8)).collect();
     let labels = vec![0u8; examples];
     let index: Vec<u32> = (0..examples as u32).rev().collect();
     let gpu = runner.gather_batch(&images, features, &index).unwrap();
     let mut cpu = poisoned(examples * features);
     ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
-    check_default("gather_batch 300 × 7", &gpu, &cpu);
+    check_default(&format!("gather_batch {examples} × {features}"), &gpu, &cpu);
 }
 
 /// `matmul_forward` against the CPU on `shapes`, for every activation (and none).
@@ -517,14 +522,7 @@ fn linear_kernels_cover_a_two_dimensional_grid() {
     println!("sgd_update over {len} parameters (2-D grid): max error {max:e}");
 
     for features in [784, 13] {
-        let examples = len.div_ceil(features);
-        let images: Vec<u8> = (0..examples * features).map(|_| rng.random_range(0..=255u8)).collect();
-        let labels = vec![0u8; examples];
-        let index: Vec<u32> = (0..examples as u32).rev().collect();
-        let gpu = runner.gather_batch(&images, features, &index).unwrap();
-        let mut cpu = poisoned(examples * features);
-        ops::gather_batch(&mut cpu, &mut vec![0; examples], &images, &labels, &index, None);
-        check_default(&format!("gather_batch {examples} × {features} (2-D grid)"), &gpu, &cpu);
+        gather_every_example_reversed(&runner, &mut rng, len.div_ceil(features), features);
     }
 }
 

@@ -239,9 +239,12 @@ fn a_corrupt_or_foreign_cache_costs_one_line_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tune.json");
     let foreign = r#"{"version": "0.0.1", "adapters": {}}"#;
+    // The same crate version with other kernels (or a build from before the kernels counted).
+    let other_kernels = format!(r#"{{"version": "{}", "adapters": {{}}}}"#, env!("CARGO_PKG_VERSION"));
     for (what, content) in [
         ("corrupt", "{\"version\": \"0.1.0\", \"adapters\": [tru"),
         ("foreign", foreign),
+        ("other kernels", other_kernels.as_str()),
         ("binary", "\u{0}\u{1}\u{2}"),
     ] {
         std::fs::write(&path, content).unwrap();

@@ -26,6 +26,7 @@ use crate::network::{Activation, LayerShape};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use web_time::Instant;
 use wgpu::BufferUsages as U;
 
@@ -160,9 +161,19 @@ fn write_atomically(dir: &Path, path: &Path, file: &CacheFile) -> std::io::Resul
     Ok(())
 }
 
-/// This build's version: a cache from another one is ignored (its kernels may differ).
+/// This build's version: the crate's, and a CRC-32 of every matmul variant's shader source as
+/// it is compiled (its WGSL, constants and bindings), "0.1.0+1a2b3c4d". A cache from another
+/// build is ignored: its timings are of other kernels.
 pub fn version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
+    static VERSION: LazyLock<String> = LazyLock::new(|| {
+        let mut crc = flate2::Crc::new();
+        for variant in MatmulVariant::ALL {
+            crc.update(variant.name.as_bytes());
+            variant.with_source(|source| crc.update(source.text().as_bytes()));
+        }
+        format!("{}+{:08x}", env!("CARGO_PKG_VERSION"), crc.sum())
+    });
+    &VERSION
 }
 
 /// `tune.json`: per adapter key ([`adapter_key`]), per matmul key ([`matmul_key`]), the name of
@@ -735,5 +746,22 @@ impl<'a> Timer<'a> {
             timings.push((variant, seconds));
         }
         Ok(timings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The version names the crate's and the kernels' (8 hex digits of their CRC), and the
+    /// kernels' part follows their sources: a variant compiled with other constants is another.
+    #[test]
+    fn the_version_names_the_kernels() {
+        let (crate_version, kernels) = version().split_once('+').expect("crate+kernels");
+        assert_eq!(crate_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(kernels.len(), 8);
+        assert!(kernels.chars().all(|c| c.is_ascii_hexdigit()), "{kernels}");
+        let text = |variant: MatmulVariant| variant.with_source(|source| source.text());
+        assert_ne!(text(MatmulVariant::TILED_64), text(MatmulVariant::TILED_32));
     }
 }

@@ -328,6 +328,18 @@ impl MatmulVariant {
             .collect()
     }
 
+    /// `f` of the variant's shader source: `shaders/matmul.wgsl` then its own files, compiled
+    /// with its constants and bindings.
+    pub fn with_source<T>(&self, f: impl FnOnce(&ShaderSource) -> T) -> T {
+        let files: Vec<&WgslFile> = std::iter::once(&SHARED).chain(self.sources.iter().copied()).collect();
+        let bindings = self.bindings();
+        f(&ShaderSource {
+            constants: self.constants(),
+            bindings: &bindings,
+            files: &files,
+        })
+    }
+
     /// Invocations per workgroup.
     pub fn workgroup_size(&self) -> u32 {
         match self.scheme {
@@ -488,16 +500,7 @@ fn compile_pipeline(
     batch_layout: &wgpu::BindGroupLayout,
     (variant, op): MatmulPipelineKey,
 ) -> Result<MatmulPipeline, GpuError> {
-    let files: Vec<&WgslFile> = std::iter::once(&SHARED)
-        .chain(variant.sources.iter().copied())
-        .collect();
-    let bindings = variant.bindings();
-    let source = ShaderSource {
-        constants: variant.constants(),
-        bindings: &bindings,
-        files: &files,
-    };
-    let pipeline = compile(ctx, &source, op.entry_point(), layout, batch_layout)?;
+    let pipeline = variant.with_source(|source| compile(ctx, source, op.entry_point(), layout, batch_layout))?;
     Ok(MatmulPipeline {
         key: (variant, op),
         pipeline,

@@ -235,7 +235,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub list_devices: bool,
     /// How the GPU picks its matmul kernels: `cached` uses the choice remembered for this adapter
-    /// (timing each variant once, at the first run), `fresh` times them again, `off` uses the
+    /// (timing the variants once, at the first run), `fresh` times them again, `off` uses the
     /// default. A resumed run uses the kernels its checkpoint records.
     #[arg(long, value_enum, default_value_t = TuneMode::Cached)]
     pub tune: TuneMode,

@@ -33,7 +33,7 @@ use wgpu::BufferUsages as U;
 /// `--tune`: how a GPU run picks its matmul variants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum TuneMode {
-    /// Time every variant again (and cache the choice).
+    /// Time the variants again (and cache the choice).
     Fresh,
     /// Use the cached choice for this adapter; time only what the cache lacks.
     #[default]

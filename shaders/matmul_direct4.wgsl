@@ -27,25 +27,10 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let row0 = wid.y * DIRECT_ROWS;
     let c4 = wid.x * DIRECT_WORKGROUP + lid;
     let w = params.weight_offset / 4u + min(c4, n4 - 1u);
-    let b0 = min(row0 + 0u, rows - 1u) * groups;
-    let b1 = min(row0 + 1u, rows - 1u) * groups;
-    let b2 = min(row0 + 2u, rows - 1u) * groups;
-    let b3 = min(row0 + 3u, rows - 1u) * groups;
-    let b4 = min(row0 + 4u, rows - 1u) * groups;
-    let b5 = min(row0 + 5u, rows - 1u) * groups;
-    let b6 = min(row0 + 6u, rows - 1u) * groups;
-    let b7 = min(row0 + 7u, rows - 1u) * groups;
-    let b8 = min(row0 + 8u, rows - 1u) * groups;
-    let b9 = min(row0 + 9u, rows - 1u) * groups;
-    let b10 = min(row0 + 10u, rows - 1u) * groups;
-    let b11 = min(row0 + 11u, rows - 1u) * groups;
-    let b12 = min(row0 + 12u, rows - 1u) * groups;
-    let b13 = min(row0 + 13u, rows - 1u) * groups;
-    let b14 = min(row0 + 14u, rows - 1u) * groups;
-    let b15 = min(row0 + 15u, rows - 1u) * groups;
+    let b = row_bases(row0, rows, groups);
     acc = array<vec4<f32>, 16>();
     for (var g = 0u; g < groups; g++) {
-        accumulate_columns(weight_rows(w, g, n4, k), left[b0 + g], left[b1 + g], left[b2 + g], left[b3 + g], left[b4 + g], left[b5 + g], left[b6 + g], left[b7 + g], left[b8 + g], left[b9 + g], left[b10 + g], left[b11 + g], left[b12 + g], left[b13 + g], left[b14 + g], left[b15 + g]);
+        accumulate_columns(weight_rows(w, g, n4, k), left[b.q0.x + g], left[b.q0.y + g], left[b.q0.z + g], left[b.q0.w + g], left[b.q1.x + g], left[b.q1.y + g], left[b.q1.z + g], left[b.q1.w + g], left[b.q2.x + g], left[b.q2.y + g], left[b.q2.z + g], left[b.q2.w + g], left[b.q3.x + g], left[b.q3.y + g], left[b.q3.z + g], left[b.q3.w + g]);
     }
     let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {
@@ -68,25 +53,10 @@ fn matmul_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     // Wᵀ[t, col] = W[col, t]: column j of the invocation walks along row 4·c4 + j of W.
     let c = 4u * c4;
     let w = vec4<u32>(params.weight_offset / 4u) + min(vec4<u32>(c, c + 1u, c + 2u, c + 3u), vec4<u32>(m - 1u)) * groups;
-    let b0 = min(row0 + 0u, rows - 1u) * groups;
-    let b1 = min(row0 + 1u, rows - 1u) * groups;
-    let b2 = min(row0 + 2u, rows - 1u) * groups;
-    let b3 = min(row0 + 3u, rows - 1u) * groups;
-    let b4 = min(row0 + 4u, rows - 1u) * groups;
-    let b5 = min(row0 + 5u, rows - 1u) * groups;
-    let b6 = min(row0 + 6u, rows - 1u) * groups;
-    let b7 = min(row0 + 7u, rows - 1u) * groups;
-    let b8 = min(row0 + 8u, rows - 1u) * groups;
-    let b9 = min(row0 + 9u, rows - 1u) * groups;
-    let b10 = min(row0 + 10u, rows - 1u) * groups;
-    let b11 = min(row0 + 11u, rows - 1u) * groups;
-    let b12 = min(row0 + 12u, rows - 1u) * groups;
-    let b13 = min(row0 + 13u, rows - 1u) * groups;
-    let b14 = min(row0 + 14u, rows - 1u) * groups;
-    let b15 = min(row0 + 15u, rows - 1u) * groups;
+    let b = row_bases(row0, rows, groups);
     acc = array<vec4<f32>, 16>();
     for (var g = 0u; g < groups; g++) {
-        accumulate_rows(weight_columns(w, g, groups), left[b0 + g], left[b1 + g], left[b2 + g], left[b3 + g], left[b4 + g], left[b5 + g], left[b6 + g], left[b7 + g], left[b8 + g], left[b9 + g], left[b10 + g], left[b11 + g], left[b12 + g], left[b13 + g], left[b14 + g], left[b15 + g]);
+        accumulate_rows(weight_columns(w, g, groups), left[b.q0.x + g], left[b.q0.y + g], left[b.q0.z + g], left[b.q0.w + g], left[b.q1.x + g], left[b.q1.y + g], left[b.q1.z + g], left[b.q1.w + g], left[b.q2.x + g], left[b.q2.y + g], left[b.q2.z + g], left[b.q2.w + g], left[b.q3.x + g], left[b.q3.y + g], left[b.q3.z + g], left[b.q3.w + g]);
     }
     let epi = epilogue();
     for (var p = 0u; p < DIRECT_ROWS; p++) {

@@ -41,6 +41,26 @@ fn right_value(i: u32) -> f32 {
     return right[i / 4u][i % 4u];
 }
 
+// Where rows row0 … row0 + 15 of `left` (row-major, `groups` vec4s a row) start, in vec4s,
+// clamped to the last of `rows`: row row0 + 4q + j is component j of field q.
+struct RowBases {
+    q0: vec4<u32>,
+    q1: vec4<u32>,
+    q2: vec4<u32>,
+    q3: vec4<u32>,
+}
+
+fn row_bases(row0: u32, rows: u32, groups: u32) -> RowBases {
+    let first = vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let last = vec4<u32>(rows - 1u);
+    return RowBases(
+        min(first, last) * groups,
+        min(first + 4u, last) * groups,
+        min(first + 8u, last) * groups,
+        min(first + 12u, last) * groups,
+    );
+}
+
 // acc[p] += W · x_p, W's columns being 4 rows of the weights at the invocation's 4 columns and
 // x_p row p's values at those 4 steps: Σ_q x_p[q] · W[q].
 fn accumulate_columns(w: mat4x4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, x8: vec4<f32>, x9: vec4<f32>, x10: vec4<f32>, x11: vec4<f32>, x12: vec4<f32>, x13: vec4<f32>, x14: vec4<f32>, x15: vec4<f32>) {
